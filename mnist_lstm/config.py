@@ -1,0 +1,57 @@
+"""Checks of the user-facing knobs, run right after Hydra composes the config and before any work.
+
+Hydra already refuses unknown keys; this small schema refuses values of the wrong type or out of
+range, with a message that names the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_lstm.errors import UserError
+
+# `${min:a,b}` in the YAML files (e.g. validate at least once in a short run).
+if not OmegaConf.has_resolver("min"):
+    OmegaConf.register_new_resolver("min", lambda *values: min(values))
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: type  # int or float (an int is accepted where a float is asked)
+    accepts: Callable[[float], bool]
+    allowed: str  # what the message says is allowed
+    example: str
+
+
+RULES: dict[str, Rule] = {
+    "layer_num": Rule(int, lambda v: v >= 1, "an integer >= 1", "layer_num=2"),
+    "hidden_size": Rule(int, lambda v: v >= 1, "an integer >= 1", "hidden_size=256"),
+    "dropout": Rule(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)", "dropout=0.5"),
+    "lr": Rule(float, lambda v: v > 0.0, "a number > 0", "lr=1e-3"),
+    "batch_size": Rule(int, lambda v: v >= 1, "an integer >= 1", "batch_size=128"),
+    "max_steps": Rule(int, lambda v: v >= 1, "an integer >= 1", "max_steps=2000"),
+    "val_every": Rule(int, lambda v: v >= 1, "an integer >= 1", "val_every=500"),
+    "seed": Rule(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)", "seed=42"),
+}
+
+
+def check_value(key: str, value: object, rule: Rule) -> None:
+    """Raise UserError unless `value` has the rule's type and lies in its range."""
+    numeric = (int,) if rule.kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        raise UserError(f"invalid value {key}={value!r}: {key} must be {rule.allowed} (e.g. {rule.example})")
+    if not rule.accepts(value):
+        raise UserError(f"{key}={value!r} is out of range: {key} must be {rule.allowed} (e.g. {rule.example})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every top-level knob present in `cfg` and the model's cell choice."""
+    for key, rule in RULES.items():
+        if key in cfg:
+            check_value(key, cfg[key], rule)
+    cell = OmegaConf.select(cfg, "model.cell")
+    if cell is not None and cell not in ("custom", "torch"):
+        raise UserError(f"invalid value model.cell={cell!r}: model.cell must be 'custom' (ours) or 'torch' (nn.LSTM)")

@@ -1,0 +1,95 @@
+"""The LightningModule: the row-by-row LSTM classifier, its loss, metrics and optimiser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from mnist_lstm.lstm import RowLSTMClassifier
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class RowLSTMModule(L.LightningModule):
+    """Trains RowLSTMClassifier with cross-entropy and logs slash-named metrics.
+
+    The architecture arguments are saved in the checkpoint (`hparams`), so a checkpoint rebuilds
+    its own model; the optimiser and scheduler are partials completed in configure_optimizers.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 256,
+        layer_num: int = 2,
+        dropout: float = 0.5,
+        forget_bias: float = 1.0,
+        cell: str = "custom",
+        input_size: int = 28,
+        num_classes: int = 10,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
+        self.net = RowLSTMClassifier(input_size, hidden_size, layer_num, num_classes, dropout, forget_bias, cell)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        images, labels = batch
+        logits = self.net(images)
+        return F.cross_entropy(logits, labels), logits.argmax(dim=1), labels
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation must not count as the best validation accuracy.
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, preds, labels = self._step(batch)
+        self.train_acc(preds, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.val_acc.update(preds, labels)
+        self.log("val/loss", loss, batch_size=len(labels))
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.test_acc.update(preds, labels)
+        self.log("test/loss", loss, batch_size=len(labels))
+        self.log("test/acc", self.test_acc)
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("RowLSTMModule was built without an optimizer: it can predict but not train")
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        # Schedules here are in optimiser steps (the budget is max_steps), not epochs.
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,64 @@
+"""The data module: split sizes, disjointness, value ranges, and the missing-data message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_lstm.data import MNIST_FILES, MNISTDataModule
+from mnist_lstm.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def datamodule(mnist_dir: Path) -> MNISTDataModule:
+    dm = MNISTDataModule(data_dir=str(mnist_dir), batch_size=128, eval_batch_size=1000, download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_split_sizes_and_no_overlap(datamodule: MNISTDataModule) -> None:
+    train, val, test = datamodule.train_set, datamodule.val_set, datamodule.test_set
+    assert (len(train), len(val), len(test)) == (55_000, 5_000, 10_000)
+    # Images as byte strings: a train image must not reappear in val (MNIST has no exact duplicates).
+    as_keys = lambda ds: {bytes((img * 255).round().byte().numpy()) for img in ds.tensors[0]}  # noqa: E731
+    assert not as_keys(train) & as_keys(val)
+
+
+def test_split_is_fixed_across_setups(mnist_dir: Path, datamodule: MNISTDataModule) -> None:
+    again = MNISTDataModule(data_dir=str(mnist_dir), download=False)
+    again.prepare_data()
+    again.setup("fit")
+    assert torch.equal(again.val_set.tensors[1], datamodule.val_set.tensors[1])
+    datamodule.setup("test")  # a second setup keeps the same objects
+    assert datamodule.val_set is datamodule.val_set
+
+
+def test_batches_are_row_sequences_in_unit_range(datamodule: MNISTDataModule) -> None:
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (128, 28, 28) and images.dtype == torch.float32
+    assert images.min() >= 0 and images.max() <= 1 and images.max() > 0.9
+    assert labels.dtype == torch.int64 and set(labels.tolist()) <= set(range(10))
+
+
+def test_no_sample_is_dropped_in_eval(mnist_dir: Path) -> None:
+    dm = MNISTDataModule(data_dir=str(mnist_dir), eval_batch_size=999, download=False)
+    dm.prepare_data()
+    dm.setup()
+    assert sum(len(y) for _, y in dm.val_dataloader()) == 5_000
+    assert sum(len(y) for _, y in dm.test_dataloader()) == 10_000
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_missing_data_is_one_clear_line(tmp_path: Path, download: bool) -> None:
+    """Offline (or with downloads off), missing files end in one line naming the folder and the files."""
+    dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"), download=download)
+    with pytest.raises(UserError) as err:
+        dm.prepare_data()
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
+    assert all(name in message for name in MNIST_FILES)
+    assert "data.data_dir=" in message

@@ -1,0 +1,97 @@
+"""The real CLI, small: scripts/train.py on the real MNIST for a few dozen steps, logs read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import run_script
+
+
+def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def trained_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real 3-layer run of 40 steps, validated twice; shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    result = run_script(
+        "train.py",
+        "layer_num=3",
+        "hidden_size=64",
+        "max_steps=40",
+        "val_every=20",
+        "lr=3e-3",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result.stdout + result.stderr
+
+
+def test_run_writes_checkpoints_and_resolved_config(trained_run: tuple[Path, str]) -> None:
+    run_dir, _ = trained_run
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in checkpoints and len(checkpoints) == 2, checkpoints
+    assert (run_dir / ".hydra" / "config.yaml").read_text().count("layer_num: 3") == 1
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 40
+    assert state["hyper_parameters"]["layer_num"] == 3 and state["hyper_parameters"]["hidden_size"] == 64
+    assert sum(k.startswith("net.lstm.layers.") and k.endswith("gates.weight") for k in state["state_dict"]) == 3
+
+
+def test_tensorboard_scalars_are_logged_and_learning_happened(trained_run: tuple[Path, str]) -> None:
+    run_dir, _ = trained_run
+    logged = scalars(run_dir / "tensorboard")
+    for tag in ["train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"]:
+        assert tag in logged, f"{tag} missing from {sorted(logged)}"
+    assert [step for step, _ in logged["val/acc"]] == [19, 39]  # validated at steps 20 and 40
+    train_loss = [v for _, v in logged["train/loss"]]
+    assert len(train_loss) >= 4 and train_loss[-1] < train_loss[0]  # it learns
+    (_, test_acc), = logged["test/acc"]
+    assert 0.3 < test_acc <= 1.0  # far above chance after 40 steps
+    best = max(v for _, v in logged["val/acc"])
+    assert logged["val/acc_best"][-1][1] == pytest.approx(best)
+    # Hyperparameters are logged against real metrics, not Lightning's placeholder.
+    assert "hparams/test_acc" in logged and "hp_metric" not in logged
+
+
+def test_run_says_where_it_writes_and_how_to_watch(trained_run: tuple[Path, str]) -> None:
+    run_dir, output = trained_run
+    assert f"Run directory: {run_dir}" in output
+    assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in output
+    metrics = (run_dir / "metrics.yaml").read_text()
+    assert "test/acc" in metrics and "val/acc_best" in metrics
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("layer_num=0", "error: layer_num=0 is out of range: layer_num must be an integer >= 1"),
+        ("dropout=1.5", "error: dropout=1.5 is out of range: dropout must be a number in [0, 1)"),
+        ("hidden_size=abc", "error: invalid value hidden_size='abc'"),
+    ],
+)
+def test_bad_override_is_one_line_and_leaves_no_run(override: str, message: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", override, f"hydra.run.dir={run_dir}", "data.data_dir=/nonexistent")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists()
+
+
+def test_missing_data_stops_with_one_line(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", f"data.data_dir={tmp_path / 'empty'}", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: MNIST is not in ") and "train-images-idx3-ubyte.gz" in last, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists()
