@@ -30,7 +30,9 @@ def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
-def run_script(script: str, *overrides: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *overrides: str, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run `python scripts/<script> overrides...` the way a user does, forced onto the CPU."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(

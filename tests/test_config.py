@@ -29,7 +29,12 @@ def compose_train(*overrides: str) -> DictConfig:
 def test_defaults_reproduce_the_tutorial() -> None:
     cfg = compose_train()
     assert (cfg.layer_num, cfg.hidden_size, cfg.dropout, cfg.lr, cfg.batch_size, cfg.max_steps) == (
-        2, 256, 0.5, 1e-3, 128, 2000,
+        2,
+        256,
+        0.5,
+        1e-3,
+        128,
+        2000,
     )
     assert cfg.model.forget_bias == 1.0 and cfg.model.cell == "custom"
     assert cfg.model.optimizer._target_ == "torch.optim.Adam"

@@ -53,7 +53,7 @@ def test_stacked_lstm_matches_nn_lstm(layer_num: int) -> None:
     weights = torch.randn_like(out)
     ((out * weights).sum() + h.sum() + c.pow(2).sum()).backward()
     ((ref_out * weights).sum() + ref_h.sum() + ref_c.pow(2).sum()).backward()
-    for layer, (w_grad, b_grad) in zip(ours.layers, nn_lstm_grads_as_ours(ours, reference)):
+    for layer, (w_grad, b_grad) in zip(ours.layers, nn_lstm_grads_as_ours(ours, reference), strict=True):
         assert (layer.gates.weight.grad - w_grad).abs().max() < 1e-4
         assert (layer.gates.bias.grad - b_grad).abs().max() < 1e-4
 

@@ -54,7 +54,7 @@ def test_tensorboard_scalars_are_logged_and_learning_happened(trained_run: tuple
     assert [step for step, _ in logged["val/acc"]] == [19, 39]  # validated at steps 20 and 40
     train_loss = [v for _, v in logged["train/loss"]]
     assert len(train_loss) >= 4 and train_loss[-1] < train_loss[0]  # it learns
-    (_, test_acc), = logged["test/acc"]
+    ((_, test_acc),) = logged["test/acc"]
     assert 0.3 < test_acc <= 1.0  # far above chance after 40 steps
     best = max(v for _, v in logged["val/acc"])
     assert logged["val/acc_best"][-1][1] == pytest.approx(best)
