@@ -43,3 +43,23 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real run of scripts/train.py, shared by every test that needs a trained model or checkpoint:
+    3 layers of 64 (not the defaults, so a checkpoint must carry its own architecture), 40 steps,
+    validated at steps 20 and 40. Returns (run directory, stdout + stderr)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run_script(
+        "train.py",
+        "layer_num=3",
+        "hidden_size=64",
+        "max_steps=40",
+        "val_every=20",
+        "lr=3e-3",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result.stdout + result.stderr

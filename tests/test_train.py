@@ -17,26 +17,8 @@ def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-@pytest.fixture(scope="module")
-def trained_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One real 3-layer run of 40 steps, validated twice; shared by the tests below."""
-    run_dir = tmp_path_factory.mktemp("runs") / "run"
-    result = run_script(
-        "train.py",
-        "layer_num=3",
-        "hidden_size=64",
-        "max_steps=40",
-        "val_every=20",
-        "lr=3e-3",
-        f"data.data_dir={mnist_dir}",
-        f"hydra.run.dir={run_dir}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result.stdout + result.stderr
-
-
-def test_run_writes_checkpoints_and_resolved_config(trained_run: tuple[Path, str]) -> None:
-    run_dir, _ = trained_run
+def test_run_writes_checkpoints_and_resolved_config(tiny_run: tuple[Path, str]) -> None:
+    run_dir, _ = tiny_run
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in checkpoints and len(checkpoints) == 2, checkpoints
     assert (run_dir / ".hydra" / "config.yaml").read_text().count("layer_num: 3") == 1
@@ -46,8 +28,8 @@ def test_run_writes_checkpoints_and_resolved_config(trained_run: tuple[Path, str
     assert sum(k.startswith("net.lstm.layers.") and k.endswith("gates.weight") for k in state["state_dict"]) == 3
 
 
-def test_tensorboard_scalars_are_logged_and_learning_happened(trained_run: tuple[Path, str]) -> None:
-    run_dir, _ = trained_run
+def test_tensorboard_scalars_are_logged_and_learning_happened(tiny_run: tuple[Path, str]) -> None:
+    run_dir, _ = tiny_run
     logged = scalars(run_dir / "tensorboard")
     for tag in ["train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"]:
         assert tag in logged, f"{tag} missing from {sorted(logged)}"
@@ -62,8 +44,8 @@ def test_tensorboard_scalars_are_logged_and_learning_happened(trained_run: tuple
     assert "hparams/test_acc" in logged and "hp_metric" not in logged
 
 
-def test_run_says_where_it_writes_and_how_to_watch(trained_run: tuple[Path, str]) -> None:
-    run_dir, output = trained_run
+def test_run_says_where_it_writes_and_how_to_watch(tiny_run: tuple[Path, str]) -> None:
+    run_dir, output = tiny_run
     assert f"Run directory: {run_dir}" in output
     assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in output
     metrics = (run_dir / "metrics.yaml").read_text()
