@@ -9,18 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import DictConfig
 
 from mnist_lstm.errors import UserError
+from mnist_lstm.overrides import prepare_command_line
 
 T = TypeVar("T")
 
 
 def _discard_if_empty(output_dir: Path) -> None:
     """Remove a run directory that holds nothing but Hydra's own files, so a refused run leaves no trace."""
-    if not output_dir.is_dir():
-        return
+    if not output_dir.is_dir() or output_dir.resolve() == Path.cwd().resolve():
+        return  # scripts that only read a checkpoint run in the current directory: never remove it
     leftovers = [p for p in output_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
     if not leftovers:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -46,3 +49,35 @@ def reports_user_errors(task: Callable[..., T]) -> Callable[..., T]:
             sys.exit(f"error: {err}")
 
     return wrapper
+
+
+def hydra_main(config_name: str, config_path: str = "../conf", resumable: bool = False) -> Callable:
+    """`@hydra.main` for this project's scripts, with `reports_user_errors` applied to the task.
+
+    Before Hydra runs, the command line is checked against the composed config (`overrides.py`): a typo
+    in a key, an unknown config choice, a bad value or an existing run directory end in one line, with
+    nothing written. `resumable`: `ckpt_path=<run>/checkpoints/x.ckpt` continues that run (train.py).
+    Ctrl-C outside of training ends with status 130 and one line instead of a traceback.
+    """
+
+    def decorator(task: Callable[[DictConfig], T]) -> Callable[[], T | None]:
+        script = Path(sys.modules[task.__module__].__file__ or ".").resolve()
+        config_dir = (script.parent / config_path).resolve()
+        run = hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(
+            reports_user_errors(task)
+        )
+
+        @functools.wraps(task)
+        def main() -> T | None:
+            try:
+                sys.argv[1:] = prepare_command_line(config_dir, config_name, sys.argv[1:], resumable)
+                return run()
+            except UserError as err:
+                sys.exit(f"error: {err}")
+            except KeyboardInterrupt:
+                print("error: interrupted (Ctrl-C)", file=sys.stderr)
+                sys.exit(130)
+
+        return main
+
+    return decorator

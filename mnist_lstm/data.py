@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
+import os
+import zlib
 from pathlib import Path
 
 import lightning as L
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
 from mnist_lstm.errors import UserError
+from mnist_lstm.resume import ResumableShuffle
 
 MNIST_FILES = tuple(name for name, _md5 in MNIST.resources)  # the four original .gz files
+# The size of each file torchvision extracts from them: an IDX header, then one byte per pixel or label.
+EXTRACTED_SIZES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
 
 
 def raw_dir(data_dir: str | Path) -> Path:
@@ -30,21 +42,68 @@ def missing_data_message(data_dir: str | Path, reason: str) -> str:
     )
 
 
+def damage(path: Path, md5: str) -> str | None:
+    """What is wrong with an original MNIST file that is present: truncated, corrupted or another file
+    (its md5 differs from the published one); None when it is good."""
+    if check_integrity(str(path), md5):
+        return None
+    try:
+        with gzip.open(path) as file:
+            while file.read(1 << 22):
+                pass
+    except EOFError:
+        return "truncated (it ends before its compressed data does)"
+    except (OSError, zlib.error):  # gzip.BadGzipFile is an OSError
+        return "corrupted (not a readable gzip file)"
+    return f"not the original file (checksum mismatch: its md5 is not the published {md5})"
+
+
+def damaged_data_message(data_dir: str | Path, name: str, reason: str) -> str:
+    path = raw_dir(data_dir) / name
+    return (
+        f"{path} is {reason}; replace it with the original (e.g. cp ../shared/data/MNIST/raw/{name} {path.parent}/) "
+        "or delete it to download it again"
+    )
+
+
+def _remove_partial_extractions(folder: Path) -> None:
+    """Delete extracted files of the wrong size (an extraction that was killed half-way), so torchvision
+    extracts them again from the verified .gz files instead of reading half a file."""
+    for name, size in EXTRACTED_SIZES.items():
+        if (folder / name).is_file() and (folder / name).stat().st_size != size:
+            (folder / name).unlink()
+
+
 def ensure_mnist(data_dir: str | Path, download: bool = True) -> None:
     """Make `<data_dir>/MNIST/raw/` hold the verified, extracted MNIST files.
 
     With the four original `.gz` files there, torchvision checks their md5 sums and extracts them
     without touching the network; files that are missing or fail the check are downloaded if
-    `download`, and otherwise the run stops here with one line saying what to do.
+    `download`, and otherwise the run stops here with one line saying what to do: for a file that is
+    there but damaged, which file and what is wrong with it.
     """
-    local_ok = all(check_integrity(str(raw_dir(data_dir) / name), md5) for name, md5 in MNIST.resources)
-    if not local_ok and not download:
+    folder = raw_dir(data_dir)
+    # One process at a time (runs of a sweep share the folder): none may read a file another is extracting.
+    writable = folder.is_dir() and os.access(folder, os.W_OK)  # a read-only copy is never extracted into
+    with FileLock(folder / ".lock") if writable else contextlib.nullcontext():
+        _ensure_mnist(data_dir, folder, download)
+
+
+def _ensure_mnist(data_dir: str | Path, folder: Path, download: bool) -> None:
+    present = [(name, md5) for name, md5 in MNIST.resources if (folder / name).is_file()]
+    damaged = {name: reason for name, md5 in present if (reason := damage(folder / name, md5))}
+    if damaged and not download:
+        raise UserError(damaged_data_message(data_dir, *next(iter(damaged.items()))))
+    if len(present) < len(MNIST.resources) and not download:
         raise UserError(missing_data_message(data_dir, "downloading is off: data.download=false"))
+    _remove_partial_extractions(folder)
     try:
         # torchvision prints its download and extraction chatter; a failure is reported below instead.
         with contextlib.redirect_stdout(io.StringIO()):
             MNIST(str(data_dir), train=True, download=True)
     except (RuntimeError, OSError) as err:
+        if damaged:  # and it could not be downloaded again
+            raise UserError(damaged_data_message(data_dir, *next(iter(damaged.items())))) from err
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(missing_data_message(data_dir, reason)) from err
 
@@ -88,6 +147,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
+        self.train_order: ResumableShuffle | None = None
+        self._train_order_to_resume: dict | None = None
 
     def prepare_data(self) -> None:
         """Verify (or download) and extract the raw files once, before any process reads them."""
@@ -104,12 +165,14 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_set = TensorDataset(images[val_idx], labels[val_idx])
         self.test_set = TensorDataset(*load_mnist(self.data_dir, train=False))
 
-    def _loader(self, dataset: TensorDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: TensorDataset | None, batch_size: int, sampler: ResumableShuffle | None = None
+    ) -> DataLoader:
         assert dataset is not None, "call setup() first"
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=False,  # never drop a sample: val and test metrics must see all of them
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -117,10 +180,28 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        # Shuffled in an order fixed by (the run's seed, epoch), so a resumed run reads what was left.
+        assert self.train_set is not None, "call setup() first"
+        resume, self._train_order_to_resume = self._train_order_to_resume, None
+        seed = resume["seed"] if resume else torch.initial_seed()  # the run's seed (seed_everything)
+        self.train_order = ResumableShuffle(len(self.train_set), seed=seed)
+        if resume:
+            self.train_order.resume_at(resume["epoch"], resume["samples"])
+        return self._loader(self.train_set, self.batch_size, self.train_order)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size)
+
+    def state_dict(self) -> dict:
+        """Where training stands in the shuffled training set, saved in every checkpoint."""
+        if self.train_order is None or self.trainer is None or self.trainer.state.fn != "fit":
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed  # batches of this epoch
+        epoch = self.trainer.current_epoch
+        return {"train_order": {"seed": self.train_order.seed, "epoch": epoch, "samples": done * self.batch_size}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train_order_to_resume = state_dict.get("train_order")

@@ -5,6 +5,8 @@ classifier looks at the top layer's hidden state after the last row.
 
     LSTMLayer         one layer, unrolled explicitly over time; its four gates come from one
                       fused weight, laid out like nn.LSTM's (gate order i, f, g, o)
+    lstm_loop         that loop, plainly, for autograd to differentiate op by op
+    FusedLSTMLoop     the same loop made fast: in place, with its backward (through time) by hand
     StackedLSTM       layer_num LSTMLayers, layer-major, dropout on every layer's output
     TorchStackedLSTM  the same interface on nn.LSTM (cuDNN/oneDNN): the reference we test against
     RowLSTMClassifier image -> logits, or logits after every row read
@@ -13,10 +15,12 @@ classifier looks at the top layer's hidden state after the last row.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 State = tuple[Tensor, Tensor]  # (h, c), each (layer_num, batch, hidden_size)
 
@@ -28,13 +32,19 @@ class LSTMLayer(nn.Module):
     (4*hidden, input + hidden), whose first `input_size` columns are nn.LSTM's `weight_ih` and the
     rest its `weight_hh`, rows in nn.LSTM's gate order (input, forget, cell candidate, output).
     `forget_bias` is added to the forget gate's pre-activation, so a fresh cell starts by remembering.
+
+    `fused=False` runs `lstm_loop`, the plain loop that autograd differentiates op by op; the default
+    `fused=True` runs the same loop as `FusedLSTMLoop`, whose backward is written out by hand (faster).
+    Under torch.compile the plain loop runs (the compiler fuses it and derives its backward itself), and
+    under autocast (mixed precision).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0) -> None:
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, fused: bool = True) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.forget_bias = forget_bias
+        self.fused = fused
         self.gates = nn.Linear(input_size + hidden_size, 4 * hidden_size)
         bound = 1.0 / math.sqrt(hidden_size)  # nn.LSTM's init, so both variants start alike
         nn.init.uniform_(self.gates.weight, -bound, bound)
@@ -42,30 +52,122 @@ class LSTMLayer(nn.Module):
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, State]:
         """x: (time, batch, input_size) -> outputs (time, batch, hidden), final (h, c) (batch, hidden)."""
-        steps, batch, _ = x.shape
-        hidden = self.hidden_size
-        w_input, w_hidden = self.gates.weight.split([self.input_size, hidden], dim=1)
-
         # The forget bias is folded into the bias once, not added at every timestep.
-        bias = self.gates.bias + x.new_tensor(self.forget_bias) * _forget_mask(hidden, x)
-        # The input part of every timestep's gates in one matmul ("premul"): only the recurrent
-        # matmul h_{t-1} @ W_hh^T is left inside the loop, which cannot be parallelised over time.
-        x_gates = torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t()).view(steps, batch, 4 * hidden)
-
+        bias = self.gates.bias + x.new_tensor(self.forget_bias) * _forget_mask(self.hidden_size, x)
         if state is None:  # zero initial state, as the tutorial's cell.zero_state
-            h = x.new_zeros(batch, hidden)
-            c = x.new_zeros(batch, hidden)
+            h = c = x.new_zeros(x.shape[1], self.hidden_size)
         else:
             h, c = state
+        # torch.compile fuses and differentiates the plain loop itself; autocast (bf16-mixed) picks a dtype
+        # op by op, which the fused loop's preallocated buffers cannot follow.
+        if not self.fused or torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+            return lstm_loop(x, self.gates.weight, bias, h, c)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, self.gates.weight, bias, h, c))
+        outputs, c = FusedLSTMLoop.apply(x, self.gates.weight, bias, h, c, needs_grad)
+        return outputs, (outputs[-1], c)
 
-        outputs = []
-        for t in range(steps):  # the explicit unrolling: one row of the image per step
-            gates = torch.addmm(x_gates[t], h, w_hidden.t())  # (batch, 4*hidden)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            outputs.append(h)
-        return torch.stack(outputs), (h, c)
+
+def lstm_loop(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
+    """The LSTM, plainly: x (time, batch, input) and the fused weight -> outputs, final (h, c)."""
+    steps, batch, input_size = x.shape
+    hidden = h.shape[1]
+    w_input, w_hidden = weight.split([input_size, hidden], dim=1)
+    # The input part of every timestep's gates in one matmul ("premul"): only the recurrent
+    # matmul h_{t-1} @ W_hh^T is left inside the loop, which cannot be parallelised over time.
+    x_gates = torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t()).view(steps, batch, 4 * hidden)
+
+    outputs = []
+    for t in range(steps):  # the explicit unrolling: one row of the image per step
+        gates = torch.addmm(x_gates[t], h, w_hidden.t())  # (batch, 4*hidden)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outputs.append(h)
+    return torch.stack(outputs), (h, c)
+
+
+class FusedLSTMLoop(torch.autograd.Function):
+    """`lstm_loop` made fast: the same loop and the same math, with its backward written by hand.
+
+    Autograd would record ~12 ops per step and replay each one's backward separately. Here the forward
+    writes every step in place into preallocated buffers and keeps only what the derivative needs
+    (activated gates, c_t, tanh(c_t)); the backward walks the steps in reverse (backpropagation
+    through time), then gets the weight gradient of all steps in one large matmul, as nn.LSTM does.
+    Without gradients (inference) it keeps nothing per step and computes the input part of the gates
+    step by step, so a large batch never holds a (time, batch, 4*hidden) tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, h0: Tensor, c0: Tensor, needs_grad: bool):
+        steps, batch, input_size = x.shape
+        hidden = h0.shape[1]
+        w_input, w_hidden = weight.split([input_size, hidden], dim=1)
+        kept = steps if needs_grad else 1  # steps whose gates, c_t, tanh(c_t) are kept for the backward
+        outputs = x.new_empty(steps, batch, hidden)
+        cells, tanh_cells = x.new_empty(kept, batch, hidden), x.new_empty(kept, batch, hidden)
+        if needs_grad:  # the premul of every step at once, as in lstm_loop
+            gates = torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t()).view(steps, batch, 4 * hidden)
+        else:
+            gates = x.new_empty(1, batch, 4 * hidden)
+
+        h, c = h0, c0
+        for t in range(steps):  # the explicit unrolling, as in lstm_loop
+            k = t if needs_grad else 0  # the buffer slot of this step
+            if not needs_grad:  # this step's premul only
+                torch.addmm(bias, x[t], w_input.t(), out=gates[0])
+            a = gates[k].addmm_(h, w_hidden.t())  # pre-activations (batch, 4*hidden), activated in place:
+            a[:, : 2 * hidden].sigmoid_()  # i, f
+            a[:, 2 * hidden : 3 * hidden].tanh_()  # g
+            a[:, 3 * hidden :].sigmoid_()  # o
+            i, f, g, o = a.chunk(4, dim=1)
+            c = torch.mul(f, c, out=cells[k]).addcmul_(i, g)  # c_t = f * c_{t-1} + i * g
+            h = torch.mul(o, torch.tanh(c, out=tanh_cells[k]), out=outputs[t])  # h_t = o * tanh(c_t)
+
+        if needs_grad:
+            ctx.save_for_backward(x, weight, h0, c0, outputs, gates, cells, tanh_cells)
+        return outputs, c.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_outputs: Tensor, d_c_last: Tensor):
+        x, weight, h0, c0, outputs, gates, cells, tanh_cells = ctx.saved_tensors
+        steps, batch, input_size = x.shape
+        hidden = h0.shape[1]
+        w_input, w_hidden = weight.split([input_size, hidden], dim=1)
+        d_gates = torch.empty_like(gates)  # dL/d(pre-activation) of every step, filled from the last
+        d_h = d_outputs[-1].clone()  # dL/dh_t: from h_t's own use, plus (below) from the gates of step t+1
+        d_c = d_c_last.clone()  # dL/dc_t
+        tmp = torch.empty_like(d_h)
+
+        for t in reversed(range(steps)):  # backpropagation through time
+            i, f, g, o = gates[t].chunk(4, dim=1)
+            d_i, d_f, d_g, d_o = d_gates[t].chunk(4, dim=1)
+            tanh_c = tanh_cells[t]
+            c_prev = cells[t - 1] if t > 0 else c0
+            # h_t = o * tanh(c_t):  d_o = d_h * tanh(c_t) * o(1-o);  d_c += d_h * o * (1 - tanh(c_t)^2)
+            torch.mul(d_h, o, out=tmp)
+            _times_sigmoid_grad(torch.mul(d_h, tanh_c, out=d_o), o)
+            d_c.add_(tmp).addcmul_(tmp.mul_(tanh_c), tanh_c, value=-1.0)
+            # c_t = f * c_{t-1} + i * g:  through sigmoid (i, f) and tanh (g)
+            _times_sigmoid_grad(torch.mul(d_c, g, out=d_i), i)
+            _times_sigmoid_grad(torch.mul(d_c, c_prev, out=d_f), f)
+            torch.mul(d_c, i, out=d_g).addcmul_(torch.mul(d_g, g, out=tmp), g, value=-1.0)  # * (1 - g^2)
+            d_c.mul_(f)  # now dL/dc_{t-1}
+            if t > 0:  # dL/dh_{t-1}: through the recurrent matmul, plus h_{t-1}'s own output
+                torch.addmm(d_outputs[t - 1], d_gates[t], w_hidden, out=d_h)
+
+        # The weight gradient of all steps at once: [x_t, h_{t-1}] is the input of step t's gates.
+        d_gates_2d = d_gates.view(steps * batch, 4 * hidden)
+        d_w_hidden = torch.addmm(d_gates[0].t() @ h0, d_gates_2d[batch:].t(), outputs[:-1].reshape(-1, hidden))
+        d_weight = torch.cat([d_gates_2d.t() @ x.reshape(steps * batch, -1), d_w_hidden], dim=1)
+        d_x = (d_gates_2d @ w_input).view_as(x) if ctx.needs_input_grad[0] else None
+        d_h0 = d_gates[0] @ w_hidden if ctx.needs_input_grad[3] else None
+        return d_x, d_weight, d_gates_2d.sum(0), d_h0, d_c, None
+
+
+def _times_sigmoid_grad(grad: Tensor, s: Tensor) -> Tensor:
+    """grad * s * (1 - s) in place, where s = sigmoid(z): the chain rule through sigmoid."""
+    return grad.mul_(s).addcmul_(grad, s, value=-1.0)
 
 
 def _forget_mask(hidden_size: int, like: Tensor) -> Tensor:
@@ -81,13 +183,19 @@ class StackedLSTM(nn.Module):
     output_keep_prob = 1 - dropout), the top layer's included; the recurrent state is never dropped."""
 
     def __init__(
-        self, input_size: int, hidden_size: int, layer_num: int, dropout: float = 0.0, forget_bias: float = 1.0
+        self,
+        input_size: int,
+        hidden_size: int,
+        layer_num: int,
+        dropout: float = 0.0,
+        forget_bias: float = 1.0,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.dropout = dropout
         sizes = [input_size] + [hidden_size] * (layer_num - 1)
-        self.layers = nn.ModuleList(LSTMLayer(size, hidden_size, forget_bias) for size in sizes)
+        self.layers = nn.ModuleList(LSTMLayer(size, hidden_size, forget_bias, fused) for size in sizes)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """x: (time, batch, input) -> top layer outputs (time, batch, hidden), (h_n, c_n) like nn.LSTM."""
@@ -127,7 +235,13 @@ CELLS = {"custom": StackedLSTM, "torch": TorchStackedLSTM}
 
 
 class RowLSTMClassifier(nn.Module):
-    """Reads a (batch, 28, 28) image row by row and classifies the digit from the last hidden state."""
+    """Reads a (batch, 28, 28) image row by row and classifies the digit from the last hidden state.
+
+    Without gradients, a batch larger than `inference_chunk` images is read in chunks of that size:
+    the same answers, but the memory of e.g. all 10,000 test images at once stays that of one chunk.
+    """
+
+    inference_chunk = 1024
 
     def __init__(
         self,
@@ -138,20 +252,33 @@ class RowLSTMClassifier(nn.Module):
         dropout: float = 0.5,
         forget_bias: float = 1.0,
         cell: str = "custom",
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell={cell!r} is not one of {sorted(CELLS)}")
-        self.lstm = CELLS[cell](input_size, hidden_size, layer_num, dropout, forget_bias)
+        options = {"fused": fused} if cell == "custom" else {}
+        self.lstm = CELLS[cell](input_size, hidden_size, layer_num, dropout, forget_bias, **options)
         self.classifier = nn.Linear(hidden_size, num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
         """images (batch, rows, columns) -> logits (batch, num_classes) after the last row."""
-        outputs, _ = self.lstm(images.transpose(0, 1))  # time-major: (rows, batch, columns)
-        return self.classifier(outputs[-1])
+        return self._in_chunks(self._logits, images)
 
     def per_row_logits(self, images: Tensor) -> Tensor:
         """images (batch, rows, columns) -> logits (batch, rows, num_classes): the classifier applied
         to the top hidden state after each row, i.e. what the model would answer having read t rows."""
+        return self._in_chunks(self._per_row_logits, images)
+
+    def _logits(self, images: Tensor) -> Tensor:
+        outputs, _ = self.lstm(images.transpose(0, 1))  # time-major: (rows, batch, columns)
+        return self.classifier(outputs[-1])
+
+    def _per_row_logits(self, images: Tensor) -> Tensor:
         outputs, _ = self.lstm(images.transpose(0, 1))
         return self.classifier(outputs).transpose(0, 1)
+
+    def _in_chunks(self, read: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or len(images) <= self.inference_chunk:
+            return read(images)
+        return torch.cat([read(chunk) for chunk in images.split(self.inference_chunk)])

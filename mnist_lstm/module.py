@@ -36,10 +36,18 @@ class RowLSTMModule(L.LightningModule):
         num_classes: int = 10,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        fused: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
-        self.net = RowLSTMClassifier(input_size, hidden_size, layer_num, num_classes, dropout, forget_bias, cell)
+        self.net = RowLSTMClassifier(
+            input_size, hidden_size, layer_num, num_classes, dropout, forget_bias, cell, fused=fused
+        )
+        if compile:
+            # In place (nn.Module.compile), the LSTM only: the state-dict keys stay free of torch.compile's
+            # `_orig_mod.` prefix, so a compiled run's checkpoint loads into an uncompiled model.
+            self.net.lstm.compile()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -69,19 +77,19 @@ class RowLSTMModule(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, preds, labels = self._step(batch)
         self.val_acc.update(preds, labels)
-        self.log("val/loss", loss, batch_size=len(labels))
+        self.log("val/loss", loss, batch_size=len(labels), sync_dist=True)  # averaged over DDP processes
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, preds, labels = self._step(batch)
         self.test_acc.update(preds, labels)
-        self.log("test/loss", loss, batch_size=len(labels))
+        self.log("test/loss", loss, batch_size=len(labels), sync_dist=True)
         self.log("test/acc", self.test_acc)
 
     def configure_optimizers(self) -> Any:

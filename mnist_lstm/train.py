@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+import mnist_lstm.sweep  # noqa: F401  (registers ${sweep_run_name:}, the TensorBoard run name of a multirun job)
+from mnist_lstm.callbacks import CheckpointOnInterrupt
+from mnist_lstm.checkpoint import load_checkpoint
 from mnist_lstm.config import validate
+from mnist_lstm.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,14 @@ def _hyperparameters(cfg: DictConfig) -> dict:
     return params
 
 
+def _logger(logger_cfg: DictConfig, resumed_step: int | None) -> Logger:
+    """A logger from its config; TensorBoard's, when resuming, purges the events the stopped run logged
+    from the checkpoint's step on, so the resumed run's curves continue without a doubled stretch."""
+    if resumed_step is not None and str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
+        return hydra.utils.instantiate(logger_cfg, purge_step=resumed_step)
+    return hydra.utils.instantiate(logger_cfg)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and test one model as `cfg` says; return the final metrics (val/acc_best, test/acc...)."""
     validate(cfg)
@@ -35,15 +50,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    loggers: list[Logger] = [hydra.utils.instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    ckpt_path = cfg.get("ckpt_path")
+    # A resumed run continues its TensorBoard curves: whatever the stopped run logged after its checkpoint is hidden.
+    resumed_step = int(load_checkpoint(ckpt_path).get("global_step", 0)) if ckpt_path else None
+    loggers: list[Logger] = [_logger(c, resumed_step) for c in cfg.get("logger", {}).values() if c is not None]
+    try:
+        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except InstantiationException as err:  # Lightning refusing a combination of trainer options
+        reason = str(err.__cause__ or err).splitlines()[0]
+        raise UserError(
+            f"the Trainer refused its options: {reason}; change trainer=... or trainer.* overrides"
+        ) from err
 
     log.info(f"Run directory: {output_dir.resolve()}")
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             log.info(f"Watch it with: tensorboard --logdir {Path(logger.log_dir).resolve()}")
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:  # SIGTERM or Ctrl-C: CheckpointOnInterrupt saved last.ckpt and said how to resume
+        interrupt = next((c for c in callbacks if isinstance(c, CheckpointOnInterrupt)), None)
+        sys.exit(interrupt.exit_code if interrupt else 143)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test"):
@@ -60,5 +88,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(_hyperparameters(cfg), metrics=summary)
         logger.finalize("success")
     log.info("Final metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-    OmegaConf.save(OmegaConf.create(metrics), output_dir / "metrics.yaml")
+    if trainer.is_global_zero:  # under DDP every process gets here with the same (synchronised) metrics
+        OmegaConf.save(OmegaConf.create(metrics), output_dir / "metrics.yaml")
     return metrics

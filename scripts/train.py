@@ -1,14 +1,15 @@
-"""Train the row-by-row LSTM on MNIST: `python scripts/train.py layer_num=3` (see conf/train.yaml)."""
+"""Train the row-by-row LSTM on MNIST: `python scripts/train.py layer_num=3` (see conf/train.yaml).
 
-import hydra
+`python scripts/train.py ckpt_path=<run>/checkpoints/last.ckpt` continues that run where it stopped.
+"""
+
 from omegaconf import DictConfig
 
-from mnist_lstm.cli import reports_user_errors
+from mnist_lstm.cli import hydra_main
 from mnist_lstm.train import train
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@reports_user_errors
+@hydra_main(config_name="train", resumable=True)
 def main(cfg: DictConfig) -> float | None:
     """Returns the metric Hydra sweepers optimise (`optimized_metric`, val/acc_best by default)."""
     metrics = train(cfg)

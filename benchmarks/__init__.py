@@ -1,0 +1,1 @@
+"""The speed suite: `python -m benchmarks.run` (see benchmarks/run.py)."""

@@ -1,0 +1,281 @@
+"""The speed suite, one command:  python -m benchmarks.run  (--smoke: tiny sizes, one round).
+
+Writes results.json (everything), results.csv (one row per measurement) and results.md (the tables the
+README shows) into --out. Variants are timed interleaved in this one process (benchmarks/timing.py) and
+compared by the median of per-round ratios to nn.LSTM; the machine's matmul throughput is measured in
+the same run. On a CUDA machine the same command measures the GPU (cuDNN, bf16-mixed, max_memory_allocated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks import e2e, memory
+from benchmarks.timing import interleaved, matmul_gflops, summary
+from mnist_lstm.lstm import RowLSTMClassifier
+
+REFERENCE = "nn.LSTM"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What a run measures: the full suite, or the smoke mode the tests run."""
+
+    shapes: tuple[tuple[int, int], ...]  # (hidden_size, layer_num); the first is the tutorial's
+    batch: int
+    matmul_n: int
+    inference_batch: int
+    inference_rounds: int
+    e2e_steps: int
+    e2e_warmup: int
+    e2e_rounds: int
+    e2e_model: tuple[int, int, int]  # hidden_size, layer_num, batch_size
+
+
+FULL = Sizes(((256, 2), (128, 2), (512, 2), (256, 1), (256, 3)), 128, 2048, 10_000, 3, 40, 8, 2, (256, 2, 128))
+SMOKE = Sizes(((16, 2), (16, 1)), 8, 128, 64, 1, 6, 2, 1, (16, 1, 16))
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    info = {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device.type,
+        "load_average_start": os.getloadavg()[0],
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def training_flops(hidden: int, layers: int, batch: int, steps: int = 28, inputs: int = 28) -> float:
+    """Matmul FLOPs of one training step: the forward's gate matmuls and classifier, x3 with the backward."""
+    sizes = [inputs] + [hidden] * (layers - 1)
+    forward = sum(2 * steps * batch * 4 * hidden * (size + hidden) for size in sizes) + 2 * batch * hidden * 10
+    return 3.0 * forward
+
+
+def train_step(model: torch.nn.Module, batch: int, device: torch.device, bf16: bool) -> Callable[[], None]:
+    """One optimiser step (forward, backward, Adam) on a fixed random batch, as train.py takes it."""
+    images = torch.rand(batch, 28, 28, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device, args) -> dict[str, Callable]:
+    def model(cell: str = "custom", fused: bool = True, compile: bool = False) -> torch.nn.Module:
+        torch.manual_seed(0)
+        net = RowLSTMClassifier(hidden_size=hidden, layer_num=layers, dropout=0.5, cell=cell, fused=fused)
+        if compile:
+            net.lstm.compile()
+        return net.to(device)
+
+    variants = {"ours": train_step(model(), sizes.batch, device, False)}
+    variants[REFERENCE] = train_step(model("torch"), sizes.batch, device, False)
+    if (hidden, layers) == sizes.shapes[0]:  # the levers, at the tutorial's shape
+        variants["ours, autograd loop"] = train_step(model(fused=False), sizes.batch, device, False)
+        if args.compile:
+            variants["ours, torch.compile"] = train_step(model(compile=True), sizes.batch, device, False)
+        if device.type == "cuda":
+            variants["ours, bf16-mixed"] = train_step(model(), sizes.batch, device, True)
+            variants["nn.LSTM, bf16-mixed"] = train_step(model("torch"), sizes.batch, device, True)
+    return variants
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    sizes = SMOKE if args.smoke else FULL
+    rounds = 1 if args.smoke else args.rounds
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict[str, object] = {"command": " ".join(["python -m benchmarks.run", *sys.argv[1:]])}
+    results["machine"] = machine(device)
+    started = time.time()
+
+    peak = matmul_gflops(sizes.matmul_n, max(rounds, 3), device)
+    results["matmul_gflops"] = {"n": sizes.matmul_n, "fp32": peak}
+    if device.type == "cuda":
+        results["matmul_gflops"]["bf16"] = matmul_gflops(sizes.matmul_n, max(rounds, 3), device, torch.bfloat16)
+    print(f"matmul {sizes.matmul_n}^3 fp32: {peak:.0f} GFLOP/s", flush=True)
+
+    results["train_step"] = []
+    for hidden, layers in sizes.shapes:
+        seconds = interleaved(train_variants(hidden, layers, sizes, device, args), rounds, device)
+        flops = training_flops(hidden, layers, sizes.batch)
+        for name, row in summary(seconds, REFERENCE).items():
+            row.update(hidden=hidden, layers=layers, batch=sizes.batch, variant=name)
+            row["gflops"] = flops / row["median_ms"] / 1e6
+            row["percent_of_matmul"] = 100 * row["gflops"] / peak
+            results["train_step"].append(row)
+            print(f"train step h={hidden} L={layers} {name}: {row['median_ms']:.1f} ms x{row['ratio']:.2f}", flush=True)
+
+    results["inference"] = inference(sizes, rounds, device)
+    results["e2e"] = end_to_end(sizes, args, device)
+    if device.type == "cuda" and not args.smoke:
+        results["recipe"] = e2e.recipe_wall_seconds(args.data_dir, device.type)
+        print(f"2,000-step recipe: {results['recipe']}", flush=True)
+    results["machine"]["load_average_end"] = os.getloadavg()[0]
+    results["seconds"] = time.time() - started
+    return results
+
+
+def inference(sizes: Sizes, rounds: int, device: torch.device) -> list[dict[str, object]]:
+    """All test images in one call: time against nn.LSTM, and the peak memory the call adds."""
+    hidden, layers = sizes.shapes[0]
+    names = ["ours", REFERENCE, "ours-plain", "cnn"]
+    images = torch.rand(sizes.inference_batch, 28, 28, device=device)
+    models = {}
+    for name in names:
+        torch.manual_seed(0)
+        models[name] = memory.build(name, hidden, layers).to(device).eval()
+
+    def call(name: str) -> Callable[[], None]:
+        def forward() -> None:
+            with torch.inference_mode():
+                models[name](images)
+
+        return forward
+
+    seconds = interleaved({name: call(name) for name in names}, min(rounds, sizes.inference_rounds), device)
+    rows = []
+    for name, row in summary(seconds, REFERENCE).items():
+        if device.type == "cuda":
+            row["peak_mib"] = memory.cuda_peak_mib(models[name], images)
+            row["memory"] = "torch.cuda.max_memory_allocated"
+        else:
+            row["peak_mib"] = memory.cpu_peak_mib(name, hidden, layers, sizes.inference_batch)
+            row["memory"] = "peak RSS added"
+        row.update(variant=name, batch=sizes.inference_batch, hidden=hidden, layers=layers)
+        rows.append(row)
+        print(f"inference {name}: {row['median_ms']:.0f} ms x{row['ratio']:.2f}, {row['peak_mib']:.0f} MiB", flush=True)
+    return rows
+
+
+def end_to_end(sizes: Sizes, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
+    """train.py against a bare loop, interleaved run by run: steps per second and the overhead."""
+    hidden, layers, batch = sizes.e2e_model
+    overrides = [f"hidden_size={hidden}", f"layer_num={layers}", f"batch_size={batch}"]
+    script, bare = [], []
+    for _ in range(1 if args.smoke else sizes.e2e_rounds):
+        script.append(
+            e2e.train_script_steps_per_second(sizes.e2e_steps, sizes.e2e_warmup, args.data_dir, device.type, *overrides)
+        )
+        bare.append(
+            e2e.bare_loop_steps_per_second(
+                sizes.e2e_steps, sizes.e2e_warmup, args.data_dir, device.type, hidden, layers, batch
+            )
+        )
+    overhead = statistics.median(b / s - 1 for b, s in zip(bare, script, strict=True))
+    row = {"train_py_steps_per_s": statistics.median(script), "bare_steps_per_s": statistics.median(bare)}
+    row.update(overhead_percent=100 * overhead, steps=sizes.e2e_steps, hidden=hidden, layers=layers, batch=batch)
+    print(f"end to end: train.py {row['train_py_steps_per_s']:.2f} steps/s, bare {row['bare_steps_per_s']:.2f}")
+    return row
+
+
+def markdown(results: dict[str, object]) -> str:
+    m = results["machine"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads"
+    lines = [
+        f"Machine: {where}; torch {m['torch']}; matmul {results['matmul_gflops']['n']}^3 fp32: "
+        f"{results['matmul_gflops']['fp32']:.0f} GFLOP/s; load average {m['load_average_start']:.1f} at the start, "
+        f"{m['load_average_end']:.1f} at the end.  ",
+        f"Command: `{results['command']}` ({results['seconds']:.0f} s).",
+        "",
+        "Training step (forward, backward, Adam; 28 steps x 28 inputs, dropout 0.5), ratio = median of per-round "
+        "ratios to nn.LSTM:",
+        "",
+        "| hidden | layers | batch | variant | median ms | ratio | GFLOP/s | % of matmul |",
+        "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results["train_step"]:
+        lines.append(
+            f"| {r['hidden']} | {r['layers']} | {r['batch']} | {r['variant']} | {r['median_ms']:.1f} | "
+            f"{r['ratio']:.2f} | {r['gflops']:.0f} | {r['percent_of_matmul']:.0f} |"
+        )
+    first = results["inference"][0]
+    lines += [
+        "",
+        f"Inference of {first['batch']:,} images in one call (hidden {first['hidden']}, {first['layers']} layers; "
+        f"memory: {first['memory']}):",
+        "",
+        "| model | median ms | ratio | peak MiB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for r in results["inference"]:
+        lines.append(f"| {r['variant']} | {r['median_ms']:.0f} | {r['ratio']:.2f} | {r['peak_mib']:.0f} |")
+    e = results["e2e"]
+    lines += [
+        "",
+        f"End to end ({e['steps']} steps, hidden {e['hidden']}, {e['layers']} layers, batch {e['batch']}): "
+        f"scripts/train.py {e['train_py_steps_per_s']:.2f} steps/s, bare PyTorch loop {e['bare_steps_per_s']:.2f} "
+        f"steps/s: overhead {e['overhead_percent']:.1f}%.",
+    ]
+    if "recipe" in results:
+        r = results["recipe"]
+        lines.append(
+            f"The 2,000-step tutorial recipe: scripts/train.py {r['train_py_wall_s']:.1f} s wall (start to exit), "
+            f"bare loop with the data on the device {r['bare_loop_wall_s']:.1f} s."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, object], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    rows = [{"section": "train_step", **r} for r in results["train_step"]]
+    rows += [{"section": "inference", **r} for r in results["inference"]]
+    rows.append({"section": "e2e", **results["e2e"]})
+    fields = sorted({key for row in rows for key in row})
+    with open(out / "results.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "results.md").write_text(markdown(results))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: does everything run?")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the training-step timings")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile on CPU)")
+    parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/ (for the end-to-end runs)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    results = run(args)
+    write(results, args.out)
+    print(markdown(results))
+    print(f"wrote {args.out}/results.json, results.csv, results.md")
+
+
+if __name__ == "__main__":
+    main()

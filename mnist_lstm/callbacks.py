@@ -1,0 +1,136 @@
+"""Callbacks that keep a run's work safe: a checkpoint on SIGTERM/Ctrl-C, exact RNG on resume, and a stop
+on a non-finite loss before it reaches the weights or a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mnist_lstm.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """On SIGTERM (what schedulers send) or Ctrl-C: finish the current step, save `last.ckpt`, exit.
+
+    Lightning already turns SIGTERM into a SIGTERMException at the end of a training step (after that
+    step's validation, if any), a point a checkpoint can resume from exactly. During training, Ctrl-C is
+    routed to the same path; a second Ctrl-C stops at once (the previous checkpoints stay intact).
+    The process then exits with 128 + the signal number, as if the signal had killed it.
+    """
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self.saved_path: Path | None = None
+        self._previous_sigint: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.SIGINT
+        log.warning("Ctrl-C: finishing this step and saving a checkpoint (press Ctrl-C again to stop at once)")
+        lightning_handler = signal.getsignal(signal.SIGTERM)  # Lightning's, installed for the fit
+        if callable(lightning_handler):
+            lightning_handler(signal.SIGTERM, frame)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.fast_dev_run:
+            return
+        self.signal = self.signal or signal.SIGTERM
+        checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+        path = Path(checkpoint_dir or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        log.warning(
+            f"{self.signal.name} at step {trainer.global_step}: saved {path}; "
+            f"continue with: python {sys.argv[0]} ckpt_path={path}"
+        )
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signal or signal.SIGTERM)
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states as plain values and tensors (loadable with torch.load(weights_only=True))."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RestoreRNG(L.Callback):
+    """Saves the global RNG states in every checkpoint and restores them when training resumes, so the
+    resumed run draws the same dropout masks as an uninterrupted one (Lightning does not save them).
+
+    They are put back at the start of training, after the sanity check and the dataloader setup, which
+    an uninterrupted run had also done before the step the checkpoint was taken at.
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict.get("rng")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._to_restore is not None:
+            set_rng_states(self._to_restore)
+            self._to_restore = None
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops training at the first step whose loss is NaN or infinite, before its backward pass: the
+    weights and every checkpoint stay as they were after the last good step.
+
+    (Lightning's EarlyStopping(check_finite=True) only looks at validation time, after the damage.)
+    """
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if torch.isfinite(loss).all():
+            return
+        step = trainer.global_step + 1
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+        saved = f"the last checkpoint, {last}, is from before it" if last else "no checkpoint was written"
+        raise UserError(
+            f"the training loss became {loss.item()} at step {step}; {saved}; "
+            f"lower lr (it is {lr:g}) or clip gradients (trainer.gradient_clip_val=1.0) and train again"
+        )

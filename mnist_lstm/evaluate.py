@@ -1,0 +1,71 @@
+"""Evaluate a checkpoint on the official 10,000 test images: loss, accuracy, per-class accuracy, confusion."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from mnist_lstm.checkpoint import load_model, run_dir_of
+from mnist_lstm.figures import confusion_figure
+from mnist_lstm.module import RowLSTMModule
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def all_logits(model: RowLSTMModule, loader: DataLoader) -> tuple[Tensor, Tensor]:
+    """(logits (N, classes), labels (N,)) of every (image, label) batch of `loader`, on the CPU."""
+    logits, labels = [], []
+    for images, targets in loader:
+        logits.append(model(images.to(model.device)).cpu())
+        labels.append(targets)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def metrics_of(logits: Tensor, labels: Tensor) -> dict:
+    """The numbers eval.py reports, as plain JSON-ready values."""
+    classes = logits.shape[1]
+    confusion = multiclass_confusion_matrix(logits.argmax(dim=1), labels, classes)
+    per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
+    return {
+        "test/loss": F.cross_entropy(logits, labels).item(),
+        "test/acc": (confusion.diag().sum() / len(labels)).item(),
+        "test/acc_per_class": {str(k): round(float(a), 6) for k, a in enumerate(per_class)},
+        "images": len(labels),
+        "confusion_matrix": confusion.tolist(),  # rows: true digit, columns: predicted digit
+    }
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Run eval.py's config: write `<out>/<checkpoint>.json` and `<out>/<checkpoint>_confusion.png`, log a table."""
+    model = load_model(cfg.ckpt_path, cfg.device)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    metrics = metrics_of(*all_logits(model, datamodule.test_dataloader()))
+
+    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
+    out = Path(cfg.out) if cfg.out else run_dir_of(ckpt) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(ckpt), "hyper_parameters": dict(model.hparams), **metrics}
+    (out / f"{ckpt.stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    figure = confusion_figure(torch.tensor(metrics["confusion_matrix"]), f"{ckpt.parent.parent.name}/{ckpt.name}")
+    figure.savefig(out / f"{ckpt.stem}_confusion.png", dpi=100)
+
+    log.info(f"{ckpt} on the {metrics['images']:,} official test images:")
+    log.info(f"  test/loss {metrics['test/loss']:.4f}   test/acc {metrics['test/acc']:.4f}")
+    log.info("  digit   accuracy   images")
+    for (digit, acc), row in zip(metrics["test/acc_per_class"].items(), metrics["confusion_matrix"], strict=True):
+        log.info(f"  {digit:>5}   {acc:8.2%}   {sum(row):6d}")
+    log.info(f"Wrote {out / f'{ckpt.stem}.json'} and {out / f'{ckpt.stem}_confusion.png'}")
+    return metrics

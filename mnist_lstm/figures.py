@@ -1,0 +1,165 @@
+"""What the model believes after each row it reads, and where it goes wrong: the numbers and the figures.
+
+The figures are plain matplotlib `Figure`s (no pyplot state), saved by the scripts and logged to
+TensorBoard by the training callback alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
+from torch import Tensor
+
+from mnist_lstm.lstm import RowLSTMClassifier
+
+TRUE = "#2ca02c"  # the true class, in green
+WRONG = "#d62728"  # the predicted class where it is not the true one, in red
+ANSWER = "#1f77b4"  # the predicted class where the true one is unknown (your own image), in blue
+OTHER = "#b8b8b8"
+UNREAD = "#7f7f7f"  # veil over the rows the model has not read yet
+
+
+@torch.no_grad()
+def per_row_probabilities(model: RowLSTMClassifier, images: Tensor) -> Tensor:
+    """images (batch, 28, 28) -> class probabilities (batch, 28, 10) after each row read: the softmax of the
+    classifier applied to the top layer's hidden state at every timestep. The last row's is the model's answer."""
+    return model.per_row_logits(images).softmax(dim=-1)
+
+
+def _bar_colours(label: int | None, predicted: int, classes: int) -> list[str]:
+    colours = [OTHER] * classes
+    if label is None:
+        colours[predicted] = ANSWER
+    else:
+        colours[predicted] = WRONG
+        colours[label] = TRUE
+    return colours
+
+
+def _show_digit(ax, image: Tensor, rows_read: int | None = None) -> None:
+    ax.imshow(image.cpu(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if rows_read is not None and rows_read < image.shape[0]:
+        ax.axhspan(rows_read - 0.5, image.shape[0] - 0.5, color=UNREAD, alpha=0.75, linewidth=0)
+        ax.axhline(rows_read - 0.5, color=WRONG, linewidth=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = None, title: str = "") -> Figure:
+    """The tutorial's figure, readable: the digit; every class's probability against the rows read; and for
+    each of the 28 rows, the digit with the unread rows veiled beside a bar chart of the 10 probabilities
+    (true class green, a wrong prediction red, a shared 0..1 axis).
+
+    image (28, 28) in [0, 1]; probabilities (28, 10) from per_row_probabilities; label the true class if known.
+    """
+    probabilities = probabilities.detach().cpu()
+    rows, classes = probabilities.shape
+    answer = int(probabilities[-1].argmax())
+    # Fixed positions, not constrained layout: laying out 60 axes automatically costs seconds per figure.
+    fig = Figure(figsize=(16, 17))
+    outer = GridSpec(
+        2, 1, figure=fig, height_ratios=[1, 3.4], hspace=0.12, left=0.05, right=0.98, top=0.94, bottom=0.02
+    )
+
+    # The digit and the whole story at a glance.
+    head = outer[0].subgridspec(1, 2, width_ratios=[1, 3.4], wspace=0.12)
+    ax_digit, ax_lines = fig.add_subplot(head[0]), fig.add_subplot(head[1])
+    ax_digit.imshow(image.cpu(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax_digit.set_yticks([0, 6, 13, 20, 27], ["row 1", "row 7", "row 14", "row 21", "row 28"])
+    ax_digit.set_xticks([])
+    truth = f"true {label}, " if label is not None else ""
+    ax_digit.set_title(f"{truth}predicted {answer} ({probabilities[-1, answer]:.0%})", fontsize=13)
+    steps = torch.arange(1, rows + 1)
+    for k in range(classes):
+        emphasis = k in (label, answer)
+        ax_lines.plot(
+            steps,
+            probabilities[:, k],
+            color=f"C{k}",
+            linewidth=3.0 if emphasis else 1.2,
+            alpha=1.0 if emphasis else 0.6,
+            label=str(k),
+        )
+        ax_lines.annotate(
+            str(k),
+            (rows, float(probabilities[-1, k])),
+            xytext=(4, 0),
+            textcoords="offset points",
+            color=f"C{k}",
+            fontsize=11,
+            va="center",
+            fontweight="bold" if emphasis else "normal",
+        )
+    ax_lines.set(xlim=(1, rows + 1), ylim=(-0.02, 1.02), xlabel="rows read", ylabel="probability")
+    ax_lines.set_xticks([1, 4, 7, 10, 13, 16, 19, 22, 25, 28])
+    ax_lines.grid(alpha=0.3)
+    ax_lines.legend(title="class", loc="upper left", ncols=10, fontsize=10, columnspacing=1.2, handlelength=1.5)
+    ax_lines.set_title("probability of each class after each row read", fontsize=13)
+
+    # The 7x4 grid of the tutorial: after row t, the digit read so far and the 10 probabilities.
+    grid = outer[1].subgridspec(7, 8, width_ratios=[1, 2.4] * 4, hspace=0.45, wspace=0.12)
+    shared = None
+    for t in range(rows):
+        r, c = divmod(t, 4)
+        _show_digit(fig.add_subplot(grid[r, 2 * c]), image, rows_read=t + 1)
+        ax = fig.add_subplot(grid[r, 2 * c + 1], sharey=shared)
+        shared = shared or ax
+        predicted = int(probabilities[t].argmax())
+        ax.bar(range(classes), probabilities[t], color=_bar_colours(label, predicted, classes), width=0.8)
+        ax.set_ylim(0, 1)
+        ax.set_xticks(range(classes), [str(k) for k in range(classes)], fontsize=7)
+        ax.tick_params(axis="x", length=0, pad=1)
+        ax.set_yticks([0, 0.5, 1])
+        if c:
+            ax.tick_params(axis="y", labelleft=False)
+        else:
+            ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"row {t + 1}: {predicted} ({probabilities[t, predicted]:.0%})", fontsize=9, pad=2)
+    fig.text(
+        0.5,
+        outer[1].get_position(fig).y1 + 0.012,
+        "after each row: the rows read so far (unread rows veiled) and the class probabilities "
+        + ("(the predicted class blue)" if label is None else "(true class green, a wrong answer red)"),
+        ha="center",
+        fontsize=12,
+    )
+    if title:
+        fig.suptitle(title, fontsize=15, fontweight="bold")
+    return fig
+
+
+def confusion_figure(confusion: Tensor, title: str = "") -> Figure:
+    """Counts of (true, predicted) pairs, coloured by the share of each true class; each row's accuracy at right."""
+    confusion = confusion.detach().cpu().long()
+    classes = confusion.shape[0]
+    per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
+    shares = confusion / confusion.sum(dim=1, keepdim=True).clamp(min=1)
+    accuracy = confusion.diag().sum() / confusion.sum().clamp(min=1)
+
+    fig = Figure(figsize=(8.5, 7.5), layout="constrained")
+    ax = fig.subplots()
+    shown = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(classes):
+        for j in range(classes):
+            count = int(confusion[i, j])
+            if count:
+                ax.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if shares[i, j] > 0.5 else ("#b00000" if i != j else "black"),
+                )
+    ax.set_xticks(range(classes))
+    ax.set_yticks(range(classes))
+    ax.set(xlabel="predicted digit", ylabel="true digit")
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(range(classes), [f"{float(a):.1%}" for a in per_class])
+    right.set_ylabel("accuracy of the true digit")
+    fig.colorbar(shown, ax=ax, location="bottom", shrink=0.6, label="share of the true digit's images")
+    ax.set_title(f"{title + ': ' if title else ''}accuracy {float(accuracy):.2%} on {int(confusion.sum()):,} images")
+    return fig

@@ -1,0 +1,56 @@
+"""A callback that puts the test's pictures in TensorBoard's Images tab: how the model reads a few fixed
+test digits row by row, and the confusion matrix of the whole test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from mnist_lstm.figures import confusion_figure, per_row_probabilities, reading_figure
+
+
+class TestFigures(L.Callback):
+    """During `trainer.test` (train.py tests the best checkpoint after fitting), count (true, predicted)
+    pairs; at its end, log `test/confusion_matrix` and `test/reading_<index>` for each of `digits`
+    (indices into the test set) to every TensorBoard logger."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, digits: Sequence[int] = (0, 1, 2), num_classes: int = 10) -> None:
+        self.digits = list(digits)
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.confusion = self.confusion.to(pl_module.device)
+        self.confusion.reset()
+
+    def on_test_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
+    ) -> None:
+        images, labels = batch
+        with torch.no_grad():
+            self.confusion.update(pl_module(images).argmax(dim=1), labels)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if not writers or trainer.sanity_checking:
+            return
+        step = trainer.global_step
+        for writer in writers:
+            writer.add_figure("test/confusion_matrix", confusion_figure(self.confusion.compute(), "test"), step)
+
+        dataset = trainer.test_dataloaders.dataset
+        digits = [i for i in self.digits if 0 <= i < len(dataset)]
+        if not digits:
+            return
+        images, labels = dataset[digits]
+        probabilities = per_row_probabilities(pl_module.net, images.to(pl_module.device))
+        for index, image, label, probs in zip(digits, images, labels, probabilities, strict=True):
+            for writer in writers:
+                figure = reading_figure(image, probs, int(label), title=f"test digit #{index}")
+                writer.add_figure(f"test/reading_{index:05d}", figure, step)

@@ -1,0 +1,73 @@
+"""See how a trained model reads MNIST digits row by row: one reading figure per chosen digit."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from mnist_lstm.checkpoint import load_model, run_dir_of
+from mnist_lstm.data import ensure_mnist, load_mnist
+from mnist_lstm.errors import UserError
+from mnist_lstm.evaluate import all_logits
+from mnist_lstm.figures import per_row_probabilities, reading_figure
+from mnist_lstm.module import RowLSTMModule
+
+log = logging.getLogger(__name__)
+SPLITS = {"train": True, "test": False}  # split -> torchvision's `train` flag: the official files
+
+
+def chosen_indices(index: object, size: int) -> list[int]:
+    """`index=4` or `index=[4,7,11]` as a list of valid indices into a split of `size` images."""
+    indices = list(index) if isinstance(index, ListConfig | list | tuple) else [index]
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < size:
+            raise UserError(
+                f"invalid value index={i!r}: index must be an integer in [0, {size - 1}] or a list of them "
+                "(e.g. index=4 or index=[4,7,11])"
+            )
+    if not indices:
+        raise UserError("index=[] chooses no digit: give at least one (e.g. index=4) or wrong=<N>")
+    return indices
+
+
+def most_confidently_wrong(model: RowLSTMModule, images: Tensor, labels: Tensor, n: int, batch_size: int) -> list[int]:
+    """Indices of the (at most) `n` images the model gets wrong with the highest probability on its answer."""
+    logits, _ = all_logits(model, DataLoader(TensorDataset(images, labels), batch_size=batch_size))
+    confidence, predicted = logits.softmax(dim=1).max(dim=1)
+    wrong = (predicted != labels).nonzero().squeeze(1)
+    return wrong[confidence[wrong].argsort(descending=True)[:n]].tolist()
+
+
+def visualize(cfg: DictConfig) -> list[Path]:
+    """Run visualize.py's config: write `<out>/reading_<split>_<index>.png` for each chosen digit."""
+    model = load_model(cfg.ckpt_path, cfg.device)
+    if cfg.split not in SPLITS:
+        raise UserError(f"invalid value split={cfg.split!r}: split must be 'test' or 'train' (the official files)")
+    if isinstance(cfg.wrong, bool) or not isinstance(cfg.wrong, int) or cfg.wrong < 0:
+        raise UserError(f"invalid value wrong={cfg.wrong!r}: wrong must be an integer >= 0 (e.g. wrong=5)")
+    ensure_mnist(cfg.data.data_dir, cfg.data.download)
+    images, labels = load_mnist(cfg.data.data_dir, train=SPLITS[cfg.split])
+
+    if cfg.wrong:
+        indices = most_confidently_wrong(model, images, labels, cfg.wrong, cfg.data.eval_batch_size)
+        log.info(f"The {len(indices)} {cfg.split} digits the model gets wrong most confidently: {indices}")
+    else:
+        indices = chosen_indices(cfg.index, len(images))
+    probabilities = per_row_probabilities(model.net, images[indices].to(model.device)).cpu()
+
+    out = Path(cfg.out) if cfg.out else run_dir_of(cfg.ckpt_path) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, probs in zip(indices, probabilities, strict=True):
+        label = int(labels[i])
+        title = f"{cfg.split} digit #{i}: how the model reads it, row by row"
+        path = out / f"reading_{cfg.split}_{i:05d}.png"
+        reading_figure(images[i], probs, label, title).savefig(path, dpi=cfg.dpi)
+        answer = int(probs[-1].argmax())
+        log.info(f"{cfg.split} #{i}: true {label}, predicted {answer} ({probs[-1, answer]:.1%}) -> {path}")
+        written.append(path)
+    return written

@@ -1,0 +1,69 @@
+"""The benchmark suite in smoke mode (tiny sizes, one round), so that it cannot rot; its arithmetic by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.e2e import steps_per_second
+from benchmarks.run import training_flops
+from benchmarks.timing import summary
+from tests.conftest import REPO
+
+
+def test_ratio_is_the_median_of_per_round_ratios() -> None:
+    # Round 2 is slow for both (a noisy neighbour): per-round ratios are 2, 2, 2, so the ratio is 2,
+    # while the ratio of the medians would be 3.0 / 1.0.
+    seconds = {"ours": [2.0, 20.0, 3.0, 4.0], "ref": [1.0, 10.0, 1.5, 2.0]}
+    rows = summary(seconds, "ref")
+    assert rows["ours"]["ratio"] == 2.0 and rows["ref"]["ratio"] == 1.0
+    assert rows["ours"]["median_ms"] == pytest.approx(3500.0) and rows["ours"]["rounds"] == 4
+
+
+def test_steps_per_second_leaves_out_the_warmup() -> None:
+    ends = [0.0, 5.0, 5.5, 6.0, 6.5]  # a slow first step, then 0.5 s per step
+    assert steps_per_second(ends, warmup=1) == pytest.approx(2.0)
+
+
+def test_training_flops_count_the_gate_matmuls() -> None:
+    # One layer: 28 steps of a (batch, 28 + H) x (28 + H, 4H) matmul, plus the classifier, x3 with backward.
+    assert training_flops(hidden=4, layers=1, batch=2) == 3 * (2 * 28 * 2 * 16 * 32 + 2 * 2 * 4 * 10)
+
+
+def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "benchmarks.run", "--smoke", "--threads", "1"]
+    result = subprocess.run(
+        [*command, "--data-dir", str(mnist_dir), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["machine"]["torch_threads"] == 1 and results["matmul_gflops"]["fp32"] > 0
+
+    variants = {(r["hidden"], r["layers"], r["variant"]) for r in results["train_step"]}
+    assert {(16, 2, "ours"), (16, 2, "nn.LSTM"), (16, 2, "ours, autograd loop"), (16, 1, "ours")} <= variants
+    assert all(r["median_ms"] > 0 and r["ratio"] > 0 and r["gflops"] > 0 for r in results["train_step"])
+    assert {r["ratio"] for r in results["train_step"] if r["variant"] == "nn.LSTM"} == {1.0}
+
+    inference = {r["variant"]: r for r in results["inference"]}
+    assert set(inference) == {"ours", "nn.LSTM", "ours-plain", "cnn"}
+    assert all(r["median_ms"] > 0 and r["peak_mib"] >= 0 and r["batch"] == 64 for r in inference.values())
+
+    e2e = results["e2e"]
+    assert e2e["train_py_steps_per_s"] > 0 and e2e["bare_steps_per_s"] > 0
+
+    with open(out / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(results["train_step"]) + len(results["inference"]) + 1
+    table = (out / "results.md").read_text()
+    assert "Command: `python -m benchmarks.run --smoke" in table and "| 16 | 2 | 8 | ours |" in table
+    assert "| cnn |" in table and "overhead" in table

@@ -1,0 +1,53 @@
+"""Published recipes (conf/experiment/): the tutorial's exactly, and the improved one within its budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.utils import instantiate
+
+from tests.conftest import run_script
+from tests.test_config import compose_train
+
+
+def test_tutorial_experiment_is_exactly_the_tutorials_recipe() -> None:
+    cfg = compose_train("experiment=tutorial")
+    assert (cfg.layer_num, cfg.hidden_size, cfg.dropout, cfg.batch_size, cfg.max_steps) == (2, 256, 0.5, 128, 2000)
+    assert cfg.model.forget_bias == 1.0 and cfg.model.cell == "custom"
+    assert cfg.model.scheduler is None and cfg.trainer.gradient_clip_val is None
+    assert cfg.data.val_size == 5000 and cfg.trainer.precision == "32-true"
+    module = instantiate(cfg.model)
+    optimizer = module.optimizer_factory(module.parameters())
+    assert type(optimizer).__name__ == "Adam"
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-8, 0.0)
+    assert [tuple(layer.gates.weight.shape) for layer in module.net.lstm.layers] == [(1024, 284), (1024, 512)]
+
+
+def test_improved_experiment_keeps_the_budget_and_model_family() -> None:
+    cfg = compose_train("experiment=improved")
+    assert (cfg.batch_size, cfg.max_steps, cfg.model.cell) == (128, 2000, "custom")
+    assert cfg.data.val_size == 5000  # no extra data: the same 55,000 training images
+    module = instantiate(cfg.model)
+    optimizer = module.optimizer_factory(module.parameters())
+    scheduler = module.scheduler_factory(optimizer)
+    assert scheduler.total_steps == cfg.max_steps  # the schedule ends exactly with the budget
+
+
+@pytest.mark.slow
+def test_improved_recipe_reaches_98_8_percent(mnist_dir: Path, tmp_path: Path) -> None:
+    """The full 2,000-step improved recipe on one seed (about 10 minutes on 2 CPU cores)."""
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py",
+        "experiment=improved",
+        "seed=1",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={run_dir}",
+        timeout=3600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
+    assert metrics["test/acc"] >= 0.988, metrics

@@ -1,0 +1,181 @@
+"""Every fast path against the plain autograd loop and nn.LSTM: outputs, states and gradients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mnist_lstm.lstm import FusedLSTMLoop, RowLSTMClassifier, StackedLSTM
+from mnist_lstm.module import RowLSTMModule
+from tests.conftest import run_script
+from tests.test_lstm import copy_into_nn_lstm, nn_lstm_grads_as_ours
+
+
+def twins(layer_num: int, hidden: int, inputs: int = 7, dropout: float = 0.0) -> tuple[StackedLSTM, StackedLSTM]:
+    """The fused and the plain StackedLSTM with the same weights, in double precision."""
+    fused = StackedLSTM(inputs, hidden, layer_num, dropout, forget_bias=1.0, fused=True).double()
+    plain = StackedLSTM(inputs, hidden, layer_num, dropout, forget_bias=1.0, fused=False).double()
+    plain.load_state_dict(fused.state_dict())
+    return fused, plain
+
+
+def run(lstm: nn.Module, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor):
+    """Forward and a backward through outputs and both final states; returns outputs, states and all grads."""
+    x = x.clone().requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in state)
+    out, (h, c) = lstm(x, state)
+    ((out * weights).sum() + (h * 0.5).sum() + c.pow(2).sum()).backward()
+    grads = [p.grad for p in lstm.parameters()] + [x.grad, *(s.grad for s in state)]
+    return out, h, c, grads
+
+
+@pytest.mark.parametrize(("layer_num", "hidden"), [(1, 5), (2, 8), (3, 4)])
+def test_fused_matches_plain_loop_and_nn_lstm(layer_num: int, hidden: int) -> None:
+    torch.manual_seed(layer_num)
+    steps, batch, inputs = 6, 3, 7
+    fused, plain = twins(layer_num, hidden, inputs)
+    reference = nn.LSTM(inputs, hidden, layer_num).double()
+    copy_into_nn_lstm(fused, reference)
+    x = torch.randn(steps, batch, inputs, dtype=torch.double)
+    state = (torch.randn(layer_num, batch, hidden, dtype=torch.double), torch.randn(layer_num, batch, hidden).double())
+    weights = torch.randn(steps, batch, hidden, dtype=torch.double)
+
+    out, h, c, grads = run(fused, x, state, weights)
+    assert out.grad_fn is not None and "FusedLSTMLoop" in type(out.grad_fn).__name__  # the fast path ran
+    for other in (plain, reference):
+        other_out, other_h, other_c, other_grads = run(other, x, state, weights)
+        for ours, theirs in [(out, other_out), (h, other_h), (c, other_c)]:
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+        # Gradients of the input and the initial state; the weights' below (nn.LSTM lays them out apart).
+        torch.testing.assert_close(grads[-3:], other_grads[-3:], rtol=0, atol=1e-12)
+        if other is plain:
+            torch.testing.assert_close(grads[:-3], other_grads[:-3], rtol=0, atol=1e-12)
+    for layer, (w_grad, b_grad) in zip(fused.layers, nn_lstm_grads_as_ours(fused, reference), strict=True):
+        torch.testing.assert_close(layer.gates.weight.grad, w_grad, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.gates.bias.grad, b_grad, rtol=0, atol=1e-12)
+
+
+def test_fused_backward_passes_gradcheck() -> None:
+    """The hand-written backward against finite differences, every input at once (x, weight, bias, h0, c0)."""
+    torch.manual_seed(0)
+    steps, batch, inputs, hidden = 4, 2, 3, 2
+    tensors = [
+        torch.randn(steps, batch, inputs),
+        torch.randn(4 * hidden, inputs + hidden) * 0.5,
+        torch.randn(4 * hidden),
+        torch.randn(batch, hidden),
+        torch.randn(batch, hidden),
+    ]
+    tensors = [t.double().requires_grad_() for t in tensors]
+    assert torch.autograd.gradcheck(lambda *t: FusedLSTMLoop.apply(*t, True), tensors)
+
+
+def test_training_with_dropout_is_the_same_on_both_paths() -> None:
+    """Dropout draws the same masks on both paths, so a training forward and its gradients agree."""
+    fused, plain = twins(2, 6, dropout=0.5)
+    x = torch.randn(5, 4, 7, dtype=torch.double)
+    grads = []
+    for lstm in (fused, plain):
+        torch.manual_seed(7)
+        out, _ = lstm.train()(x)
+        out.sum().backward()
+        grads.append((out, [p.grad for p in lstm.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
+    assert (grads[0][0] == 0).any()  # dropout was on
+
+
+@pytest.mark.parametrize("layer_num", [1, 2])
+def test_inference_path_gives_the_training_path_results(layer_num: int) -> None:
+    """Without gradients the fused loop computes the gates step by step and keeps nothing: same numbers."""
+    torch.manual_seed(0)
+    lstm = StackedLSTM(28, 32, layer_num, dropout=0.5).eval()
+    x = torch.rand(28, 50, 28)
+    with_grad, (h, c) = lstm(x)
+    assert with_grad.requires_grad
+    with torch.inference_mode():
+        without, (h_inf, c_inf) = lstm(x)
+    torch.testing.assert_close(without, with_grad.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close((h_inf, c_inf), (h.detach(), c.detach()), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["custom", "torch"])
+def test_large_batches_are_read_in_chunks_with_the_same_answers(cell: str) -> None:
+    torch.manual_seed(0)
+    model = RowLSTMClassifier(hidden_size=16, layer_num=2, cell=cell).eval()
+    images = torch.rand(70, 28, 28)
+    with torch.no_grad():
+        whole = model(images), model.per_row_logits(images)
+        model.inference_chunk = 16  # 70 images: 5 chunks, the last one short
+        calls = []
+        hook = model.lstm.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[1]))
+        chunked = model(images), model.per_row_logits(images)
+        hook.remove()
+    assert calls == [16, 16, 16, 16, 6] * 2
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    # With gradients, the batch stays whole: training sees its batch as one.
+    model.train()
+    assert model(images).shape == (70, 10)
+
+
+def test_mixed_precision_runs_the_plain_loop() -> None:
+    """Under autocast (trainer.precision=bf16-mixed) the fused loop steps aside: same result as the plain one."""
+    torch.manual_seed(0)
+    fused = RowLSTMClassifier(hidden_size=16, dropout=0.0)
+    plain = RowLSTMClassifier(hidden_size=16, dropout=0.0, fused=False)
+    plain.load_state_dict(fused.state_dict())
+    images = torch.rand(4, 28, 28)
+    results = []
+    for model in (fused, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(images)
+        logits.float().sum().backward()
+        results.append((logits, [p.grad for p in model.parameters()]))
+    assert results[0][0].dtype == torch.bfloat16 and results[0][1][0].dtype == torch.float32
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_compiled_module_keeps_checkpoint_keys_loadable_uncompiled() -> None:
+    """model.compile=true compiles the LSTM in place: no `_orig_mod.` in the state dict."""
+    compiled = RowLSTMModule(hidden_size=8, layer_num=2, compile=True)
+    keys = list(compiled.state_dict())
+    assert not any("_orig_mod" in key for key in keys)
+    plain = RowLSTMModule(hidden_size=8, layer_num=2, compile=False)
+    plain.load_state_dict(compiled.state_dict(), strict=True)
+    assert compiled.hparams.compile and not plain.hparams.compile
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fused", [True, False])
+def test_torch_compile_matches_eager(fused: bool) -> None:
+    """Compiled (inductor, C++ on the CPU) against eager: outputs and gradients. Minutes when cold."""
+    torch.manual_seed(0)
+    eager = StackedLSTM(7, 8, 2, fused=fused)
+    compiled = StackedLSTM(7, 8, 2, fused=fused)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile()
+    x = torch.randn(5, 3, 7)
+    results = []
+    for lstm in (eager, compiled):
+        out, (h, c) = lstm(x)
+        (out.pow(2).sum() + c.sum()).backward()
+        results.append((out, h, c, [p.grad for p in lstm.parameters()]))
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_run_checkpoint_loads_uncompiled(mnist_dir: Path, tmp_path: Path) -> None:
+    """A real run with model.compile=true; its checkpoint loads into a plain, uncompiled model."""
+    run_dir = tmp_path / "run"
+    overrides = ["model.compile=true", "hidden_size=8", "max_steps=4", "val_every=4", "test=false"]
+    result = run_script("train.py", *overrides, f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["compile"] is True
+    assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
+    model = RowLSTMModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", compile=False, fused=False)
+    torch.testing.assert_close(model.state_dict(), checkpoint["state_dict"])
+    with torch.no_grad():
+        assert model(torch.rand(3, 28, 28)).shape == (3, 10)
