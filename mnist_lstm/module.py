@@ -54,6 +54,7 @@ class RowLSTMModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in the checkpoint, so a resumed run keeps its best so far
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
@@ -62,10 +63,6 @@ class RowLSTMModule(L.LightningModule):
         images, labels = batch
         logits = self.net(images)
         return F.cross_entropy(logits, labels), logits.argmax(dim=1), labels
-
-    def on_train_start(self) -> None:
-        # The sanity-check validation must not count as the best validation accuracy.
-        self.val_acc_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, preds, labels = self._step(batch)
@@ -81,7 +78,7 @@ class RowLSTMModule(L.LightningModule):
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:  # the sanity check must not count as the best validation accuracy
             return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)

@@ -26,6 +26,11 @@ def test_run_writes_checkpoints_and_resolved_config(tiny_run: tuple[Path, str]) 
     assert state["global_step"] == 40
     assert state["hyper_parameters"]["layer_num"] == 3 and state["hyper_parameters"]["hidden_size"] == 64
     assert sum(k.startswith("net.lstm.layers.") and k.endswith("gates.weight") for k in state["state_dict"]) == 3
+    # The best validation accuracy so far travels with the checkpoint, so a resumed run keeps it.
+    best = float(state["state_dict"]["val_acc_best.max_value"])
+    assert best == pytest.approx(
+        state["callbacks"][next(k for k in state["callbacks"] if "ModelCheckpoint" in k)]["best_model_score"].item()
+    )
 
 
 def test_tensorboard_scalars_are_logged_and_learning_happened(tiny_run: tuple[Path, str]) -> None:
