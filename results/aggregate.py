@@ -3,8 +3,9 @@
     python results/aggregate.py add logs/tutorial/multiruns/<date>/*   # append finished runs
     python results/aggregate.py table                                  # mean ± std per recipe
 
-A run is read from its own files: `.hydra/config.yaml` (recipe, seed, knobs), `metrics.yaml` (val/test metrics
-of the checkpoint chosen on val/acc), and `train.log` (wall time from its first to its last log line).
+A run is read from its own files: `.hydra/config.yaml` (recipe, seed), `.hydra/overrides.yaml` (the command,
+less data and log paths), `metrics.yaml` (val/test metrics of the checkpoint chosen on val/acc), and `train.log`
+(wall time from its first to its last log line).
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ from pathlib import Path
 import yaml
 
 CSV = Path(__file__).with_name("recipes.csv")
-FIELDS = ["recipe", "seed", "test_acc", "val_acc_best", "test_loss", "wall_s", "cell", "machine", "run_dir"]
+FIELDS = ["recipe", "seed", "test_acc", "val_acc_best", "test_loss", "wall_s", "cell", "machine", "command"]
 
 
 def _log_time(line: str) -> datetime:
     return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def _recipe_overrides(run_dir: Path) -> list[str]:
+    """The run's command-line overrides, less where it kept its data and logs (not part of the recipe)."""
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    return [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(("data.data_dir", "paths.", "hydra."))]
 
 
 def read_run(run_dir: Path) -> dict:
@@ -40,7 +47,7 @@ def read_run(run_dir: Path) -> dict:
         "wall_s": round((_log_time(log_lines[-1]) - _log_time(log_lines[0])).total_seconds()),
         "cell": config["model"]["cell"],
         "machine": f"{platform.machine()} {len(os.sched_getaffinity(0))} cores",
-        "run_dir": str(run_dir),
+        "command": " ".join(["python scripts/train.py", *_recipe_overrides(run_dir)]),
     }
 
 
@@ -53,13 +60,13 @@ def load() -> list[dict]:
 
 def add(run_dirs: list[Path]) -> None:
     rows = load()
-    known = {(r["recipe"], r["run_dir"]) for r in rows}
+    known = {(r["recipe"], str(r["seed"])) for r in rows}
     for run_dir in run_dirs:
         if not (run_dir / "metrics.yaml").exists():
             print(f"skipped {run_dir}: no metrics.yaml (unfinished or failed run)")
             continue
         row = read_run(run_dir)
-        if (row["recipe"], row["run_dir"]) not in known:
+        if (row["recipe"], str(row["seed"])) not in known:
             rows.append(row)
             print(f"added {row['recipe']} seed {row['seed']}: test/acc {row['test_acc']:.4f}")
     with CSV.open("w", newline="") as f:

@@ -51,3 +51,21 @@ def test_improved_recipe_reaches_98_8_percent(mnist_dir: Path, tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
     assert metrics["test/acc"] >= 0.988, metrics
+
+
+def test_results_aggregate_reads_a_run_and_tabulates(tiny_run, tmp_path, monkeypatch) -> None:
+    """results/aggregate.py: a finished run becomes a CSV row, rows become the README's mean ± std table."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aggregate", Path(__file__).parents[1] / "results" / "aggregate.py")
+    aggregate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(aggregate)
+    monkeypatch.setattr(aggregate, "CSV", tmp_path / "recipes.csv")
+
+    run_dir, _ = tiny_run
+    aggregate.add([run_dir, tmp_path])  # tmp_path: no metrics.yaml, skipped
+    (row,) = aggregate.load()
+    metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
+    assert row["recipe"] == "train" and float(row["test_acc"]) == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert row["command"] == "python scripts/train.py layer_num=3 hidden_size=64 max_steps=40 val_every=20 lr=3e-3"
+    assert f"| `train` | 1 (12345) | {100 * metrics['test/acc']:.2f} ± 0.00%" in aggregate.table()
