@@ -83,11 +83,12 @@ class RowLSTMModule(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, preds, labels = self._step(batch)
         self.test_acc.update(preds, labels)
         self.log("test/loss", loss, batch_size=len(labels), sync_dist=True)
         self.log("test/acc", self.test_acc)
+        return preds  # for callbacks (TestFigures' confusion matrix), so they need not predict again
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -32,9 +31,8 @@ class TestFigures(L.Callback):
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
-        images, labels = batch
-        with torch.no_grad():
-            self.confusion.update(pl_module(images).argmax(dim=1), labels)
+        _, labels = batch
+        self.confusion.update(outputs, labels)  # outputs: the predictions RowLSTMModule.test_step returns
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
