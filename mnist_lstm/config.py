@@ -6,6 +6,7 @@ range, with a message that names the key and what it accepts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +36,9 @@ RULES: dict[str, Rule] = {
     "max_steps": Rule(int, lambda v: v >= 1, "an integer >= 1", "max_steps=2000"),
     "val_every": Rule(int, lambda v: v >= 1, "an integer >= 1", "val_every=500"),
     "seed": Rule(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)", "seed=42"),
+    "model.forget_bias": Rule(float, math.isfinite, "a finite number", "model.forget_bias=1.0"),
 }
+SWITCHES = ("model.fused", "model.compile", "test")  # true or false
 
 
 def check_value(key: str, value: object, rule: Rule) -> None:
@@ -48,10 +51,15 @@ def check_value(key: str, value: object, rule: Rule) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check every top-level knob present in `cfg` and the model's cell choice."""
+    """Check every knob of RULES and SWITCHES present in `cfg`, and the model's cell choice."""
     for key, rule in RULES.items():
-        if key in cfg:
-            check_value(key, cfg[key], rule)
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            check_value(key, value, rule)
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise UserError(f"invalid value {key}={value!r}: {key} must be true or false")
     cell = OmegaConf.select(cfg, "model.cell")
     if cell is not None and cell not in ("custom", "torch"):
         raise UserError(f"invalid value model.cell={cell!r}: model.cell must be 'custom' (ours) or 'torch' (nn.LSTM)")

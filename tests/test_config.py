@@ -82,6 +82,8 @@ def test_debug_configs_compose(name: str) -> None:
         ("hidden_size=2.5", "invalid value hidden_size=2.5"),
         ("dropout=true", "invalid value dropout=True"),
         ("model.cell=gru", "invalid value model.cell='gru'"),
+        ("model.forget_bias=abc", "invalid value model.forget_bias='abc': model.forget_bias must be a finite number"),
+        ("model.fused=maybe", "invalid value model.fused='maybe': model.fused must be true or false"),
     ],
 )
 def test_bad_values_are_refused_with_key_and_range(override: str, expected: str) -> None:
