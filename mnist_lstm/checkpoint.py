@@ -18,17 +18,12 @@ import torch
 
 from mnist_lstm.errors import UserError
 from mnist_lstm.module import RowLSTMModule
+from mnist_lstm.resume import run_dir_of  # noqa: F401  (re-exported: where eval/visualize write)
 
 HOW_TO = "pass ckpt_path=<run dir>/checkpoints/last.ckpt (or a step*.ckpt) written by scripts/train.py"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since PyTorch 1.6
 # Arguments that only matter for training speed: inference rebuilds the plain model.
 INFERENCE_OVERRIDES = {"compile": False}
-
-
-def run_dir_of(ckpt_path: str | Path) -> Path:
-    """The training run a checkpoint belongs to: `<run>/checkpoints/x.ckpt` -> `<run>`."""
-    path = Path(ckpt_path).resolve()
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 def _check_file(path: Path) -> None:

@@ -55,13 +55,17 @@ class ResumableShuffle(Sampler[int]):
         return self.size
 
 
-def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:
-    """The run directory a checkpoint was written by (`<run>/checkpoints/x.ckpt`), or None if it has none."""
+def run_dir_of(ckpt_path: str | Path) -> Path:
+    """The training run a checkpoint belongs to: `<run>/checkpoints/x.ckpt` -> `<run>`; else its folder."""
     path = Path(ckpt_path).resolve()
-    run_dir = path.parent.parent
-    if path.parent.name == "checkpoints" and (run_dir / ".hydra" / "overrides.yaml").is_file():
-        return run_dir
-    return None
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:
+    """The Hydra run a checkpoint was written by (run_dir_of, holding `.hydra/overrides.yaml`), or None."""
+    run_dir = run_dir_of(ckpt_path)
+    is_run = Path(ckpt_path).resolve().parent.name == "checkpoints"
+    return run_dir if is_run and (run_dir / ".hydra" / "overrides.yaml").is_file() else None
 
 
 def resume_overrides(run_dir: Path, overrides: list[str], keys: list[str]) -> list[str]:
