@@ -15,6 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from mnist_lstm.cuda_graph import GraphedTraining
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.lstm import RowLSTMClassifier
 
@@ -22,17 +23,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class StepTimer(L.Callback):
-    """Added to a train.py run by override; writes the time at the end of every training step to `path`."""
+    """Added to a train.py run by override; writes the time (time.perf_counter: the system's monotonic clock,
+    which the parent process reads too) at the start of training and at the end of every step to `path`."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.train_start = 0.0
         self.ends: list[float] = []
+
+    def on_train_start(self, *args: object) -> None:
+        self.train_start = time.perf_counter()
 
     def on_train_batch_end(self, *args: object) -> None:
         self.ends.append(time.perf_counter())
 
     def on_train_end(self, *args: object) -> None:
-        Path(self.path).write_text(json.dumps(self.ends))
+        Path(self.path).write_text(json.dumps({"train_start": self.train_start, "ends": self.ends}))
 
 
 def steps_per_second(ends: list[float], warmup: int) -> float:
@@ -40,16 +46,15 @@ def steps_per_second(ends: list[float], warmup: int) -> float:
     return (len(ends) - 1 - warmup) / (ends[-1] - ends[warmup])
 
 
-def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device: str, *overrides: str) -> float:
-    """Run scripts/train.py for `steps` steps (validation only at the end, no test) and time its steps."""
+def run_train_script(steps: int, data_dir: str, device: str, *overrides: str) -> tuple[dict[str, float], list[float]]:
+    """Run scripts/train.py as a user does; return where its wall time went (start to the first training
+    step, the steps, the rest: validation, test, figures, exit) and the time at the end of each step."""
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "steps.json"
         command = [
             sys.executable,
             str(REPO / "scripts" / "train.py"),
             f"max_steps={steps}",
-            f"val_every={steps}",
-            "test=false",
             f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
             f"data.data_dir={data_dir}",
             f"hydra.run.dir={tmp}/run",
@@ -59,46 +64,90 @@ def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device
         ]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # the threads this process measures with
+        start = time.perf_counter()
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        end = time.perf_counter()
         if result.returncode != 0:
             raise RuntimeError(f"train.py failed:\n{result.stderr[-3000:]}")
-        return steps_per_second(json.loads(times.read_text()), warmup)
+        timed = json.loads(times.read_text())
+        ends = timed["ends"]
+        seconds = {"wall_s": end - start, "to_train_start_s": timed["train_start"] - start}
+        seconds["steps_s"] = ends[-1] - timed["train_start"]  # the validations during training included
+        seconds["after_steps_s"] = end - ends[-1]  # the last validation, the test, its figures, exit
+        return seconds, ends
+
+
+def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device: str, *overrides: str) -> float:
+    """Steps per second of scripts/train.py over `steps` steps (validation only at the end, no test)."""
+    _, ends = run_train_script(steps, data_dir, device, f"val_every={steps}", "test=false", *overrides)
+    return steps_per_second(ends, warmup)
 
 
 def bare_loop_steps_per_second(
-    steps: int, warmup: int, data_dir: str, device: str, hidden_size: int, layer_num: int, batch_size: int
+    steps: int,
+    warmup: int,
+    data_dir: str,
+    device: str,
+    hidden_size: int,
+    layer_num: int,
+    batch_size: int,
+    cuda_graph: bool = False,
 ) -> float:
-    """The same model, optimiser and data as train.py, in a plain loop over shuffled in-memory batches."""
+    """The same model, optimiser and data as train.py, in a plain loop over shuffled batches gathered from
+    the training set, which is kept on the device."""
     data = MNISTDataModule(data_dir=data_dir, download=False)
     data.prepare_data()
     data.setup("fit")
     images, labels = (t.to(device) for t in data.train_set.tensors)
     model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num).to(device)
+    net = GraphedTraining(model) if cuda_graph else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = torch.randperm(len(images), device=device)
     ends = []
     for step in range(steps):
         index = order[(step * batch_size) % (len(images) - batch_size) :][:batch_size]
-        loss = F.cross_entropy(model(images[index]), labels[index])
+        loss = F.cross_entropy(net(images[index]), labels[index])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        loss.item()  # as Lightning's logging does: wait for the step to finish
+        if step % 10 == 0:
+            loss.item()  # as Lightning's logging does every 10 steps: wait for the step to finish
         ends.append(time.perf_counter())
+    if device == "cuda":
+        torch.cuda.synchronize()
+        ends[-1] = time.perf_counter()
     return steps_per_second(ends, warmup)
 
 
-def recipe_wall_seconds(data_dir: str, device: str) -> dict[str, float]:
-    """The tutorial's 2,000-step recipe: wall seconds of `scripts/train.py` (defaults, start to exit) and of
-    the bare loop with the whole training set kept on the device (the GPU goal: <= 15 s)."""
+RECIPE_RUNS = {  # name -> train.py overrides; the tutorial recipe (2,000 steps, validation every 500, test)
+    "train.py model.cuda_graph=true": ["model.cuda_graph=true"],
+    # StopOnNonFiniteLoss reads the loss at every step: the one wait for the GPU per step left in train.py.
+    "train.py model.cuda_graph=true ~callbacks.stop_on_non_finite_loss": [
+        "model.cuda_graph=true",
+        "~callbacks.stop_on_non_finite_loss",
+    ],
+    "train.py model.cuda_graph=true data.on_device=false": ["model.cuda_graph=true", "data.on_device=false"],
+    "train.py": [],
+}
+
+
+def recipe(data_dir: str, device: str) -> list[dict[str, object]]:
+    """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only), then
+    scripts/train.py start to exit (validation, test and figures included), split into start-up, steps and
+    the rest, with its training steps per second (the goal: <= 15 s)."""
     start = time.perf_counter()
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), f"data.data_dir={data_dir}"]
-    with tempfile.TemporaryDirectory() as tmp:
-        command += [f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", f"hydra.run.dir={tmp}/run"]
-        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"train.py failed:\n{result.stderr[-3000:]}")
-    script = time.perf_counter() - start
-    start = time.perf_counter()
-    bare_loop_steps_per_second(2000, 0, data_dir, device, hidden_size=256, layer_num=2, batch_size=128)
-    return {"train_py_wall_s": script, "bare_loop_wall_s": time.perf_counter() - start}
+    rate = bare_loop_steps_per_second(2000, 10, data_dir, device, 256, 2, 128, cuda_graph=True)
+    rows: list[dict[str, object]] = [
+        {"run": "bare loop, CUDA graph", "wall_s": time.perf_counter() - start, "steps_per_s": rate}
+    ]
+    print(f"recipe bare loop, CUDA graph: {rows[-1]['wall_s']:.1f} s wall, {rate:.0f} steps/s", flush=True)
+    for name, overrides in RECIPE_RUNS.items():
+        try:
+            seconds, ends = run_train_script(2000, data_dir, device, *overrides)
+        except RuntimeError as err:
+            rows.append({"run": name, "error": str(err)[-1500:]})
+            print(f"recipe {name}: failed\n{err}", flush=True)
+            continue
+        rows.append({"run": name, **seconds, "steps_per_s": steps_per_second(ends, 10)})
+        print(f"recipe {name}: {rows[-1]}", flush=True)
+    return rows

@@ -25,9 +25,12 @@ import torch.nn.functional as F
 
 from benchmarks import e2e, memory
 from benchmarks.timing import interleaved, matmul_gflops, summary
+from mnist_lstm import lstm
+from mnist_lstm.cuda_graph import GraphedTraining
 from mnist_lstm.lstm import RowLSTMClassifier
 
 REFERENCE = "nn.LSTM"
+NO_ONEDNN = "oneDNN off"
 
 
 @dataclass(frozen=True)
@@ -73,16 +76,19 @@ def training_flops(hidden: int, layers: int, batch: int, steps: int = 28, inputs
     return 3.0 * forward
 
 
-def train_step(model: torch.nn.Module, batch: int, device: torch.device, bf16: bool) -> Callable[[], None]:
+def train_step(
+    model: torch.nn.Module, batch: int, device: torch.device, bf16: bool, cuda_graph: bool = False
+) -> Callable[[], None]:
     """One optimiser step (forward, backward, Adam) on a fixed random batch, as train.py takes it."""
     images = torch.rand(batch, 28, 28, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
+    net = GraphedTraining(model) if cuda_graph else model
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(images), labels)
+            loss = F.cross_entropy(net(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -100,14 +106,65 @@ def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device,
 
     variants = {"ours": train_step(model(), sizes.batch, device, False)}
     variants[REFERENCE] = train_step(model("torch"), sizes.batch, device, False)
+    if device.type == "cuda":
+        variants["ours, CUDA graph"] = train_step(model(), sizes.batch, device, False, cuda_graph=True)
     if (hidden, layers) == sizes.shapes[0]:  # the levers, at the tutorial's shape
         variants["ours, autograd loop"] = train_step(model(fused=False), sizes.batch, device, False)
         if args.compile:
             variants["ours, torch.compile"] = train_step(model(compile=True), sizes.batch, device, False)
+        if device.type == "cpu":  # what nn.LSTM is without oneDNN's fused LSTM: PyTorch's own op-by-op loop
+            variants[f"{REFERENCE}, {NO_ONEDNN}"] = without_onednn(
+                train_step(model("torch"), sizes.batch, device, False)
+            )
+            # The CPU dropout lever: both wrappers' dropout back to F.dropout (nn.LSTM's own is F.dropout's anyway).
+            variants["ours, F.dropout"] = with_torch_dropout(train_step(model(), sizes.batch, device, False))
+            variants[f"{REFERENCE}, F.dropout"] = with_torch_dropout(
+                train_step(model("torch"), sizes.batch, device, False)
+            )
         if device.type == "cuda":
             variants["ours, bf16-mixed"] = train_step(model(), sizes.batch, device, True)
             variants["nn.LSTM, bf16-mixed"] = train_step(model("torch"), sizes.batch, device, True)
+            variants["nn.LSTM, CUDA graph"] = train_step(model("torch"), sizes.batch, device, False, cuda_graph=True)
     return variants
+
+
+def without_onednn(call: Callable[[], None]) -> Callable[[], None]:
+    def call_without_onednn() -> None:
+        with torch.backends.mkldnn.flags(enabled=False):
+            call()
+
+    return call_without_onednn
+
+
+def with_torch_dropout(call: Callable[[], None]) -> Callable[[], None]:
+    """`call` with mnist_lstm.lstm.dropout replaced by plain F.dropout (the lever's "before")."""
+
+    def call_with_torch_dropout() -> None:
+        fast = lstm.dropout
+        lstm.dropout = lambda x, p, training: F.dropout(x, p, training)
+        try:
+            call()
+        finally:
+            lstm.dropout = fast
+
+    return call_with_torch_dropout
+
+
+def working(variants: dict[str, Callable], failures: list[str]) -> dict[str, Callable]:
+    """The variants whose first call succeeds; each one that fails is noted in `failures` and left out
+    (so that one lever that does not run on a machine cannot cost the whole suite's results)."""
+    kept = {}
+    for name, call in variants.items():
+        try:
+            call()
+        except Exception as err:  # noqa: BLE001  (any failure of a variant is reported, not fatal)
+            if name == REFERENCE:
+                raise
+            failures.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            print(f"left out {failures[-1]}", flush=True)
+            continue
+        kept[name] = call
+    return kept
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -126,9 +183,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         results["matmul_gflops"]["bf16"] = matmul_gflops(sizes.matmul_n, max(rounds, 3), device, torch.bfloat16)
     print(f"matmul {sizes.matmul_n}^3 fp32: {peak:.0f} GFLOP/s", flush=True)
 
-    results["train_step"] = []
-    for hidden, layers in sizes.shapes:
-        seconds = interleaved(train_variants(hidden, layers, sizes, device, args), rounds, device)
+    results["train_step"], results["left_out"] = [], []
+    for hidden, layers in sizes.shapes[:1] if args.train_step_only else sizes.shapes:
+        variants = working(train_variants(hidden, layers, sizes, device, args), results["left_out"])
+        seconds = interleaved(variants, rounds, device)
         flops = training_flops(hidden, layers, sizes.batch)
         for name, row in summary(seconds, REFERENCE).items():
             row.update(hidden=hidden, layers=layers, batch=sizes.batch, variant=name)
@@ -136,15 +194,25 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             row["percent_of_matmul"] = 100 * row["gflops"] / peak
             results["train_step"].append(row)
             print(f"train step h={hidden} L={layers} {name}: {row['median_ms']:.1f} ms x{row['ratio']:.2f}", flush=True)
+        save_so_far(results, args.out)
+    if args.train_step_only:
+        return results
 
     results["inference"] = inference(sizes, rounds, device)
+    save_so_far(results, args.out)
     results["e2e"] = end_to_end(sizes, args, device)
+    save_so_far(results, args.out)
     if device.type == "cuda" and not args.smoke:
-        results["recipe"] = e2e.recipe_wall_seconds(args.data_dir, device.type)
-        print(f"2,000-step recipe: {results['recipe']}", flush=True)
+        results["recipe"] = e2e.recipe(args.data_dir, device.type)
     results["machine"]["load_average_end"] = os.getloadavg()[0]
     results["seconds"] = time.time() - started
     return results
+
+
+def save_so_far(results: dict[str, object], out: Path) -> None:
+    """The sections measured so far, in case a later one fails or the run is stopped."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "partial.json").write_text(json.dumps(results, indent=2))
 
 
 def inference(sizes: Sizes, rounds: int, device: torch.device) -> list[dict[str, object]]:
@@ -164,10 +232,15 @@ def inference(sizes: Sizes, rounds: int, device: torch.device) -> list[dict[str,
 
         return forward
 
-    seconds = interleaved({name: call(name) for name in names}, min(rounds, sizes.inference_rounds), device)
+    calls = {name: call(name) for name in names}
+    if device.type == "cpu":
+        calls[f"{REFERENCE}, {NO_ONEDNN}"] = without_onednn(call(REFERENCE))
+    seconds = interleaved(calls, min(rounds, sizes.inference_rounds), device)
     rows = []
     for name, row in summary(seconds, REFERENCE).items():
-        if device.type == "cuda":
+        if name not in models:  # the same model as another row: its memory is that row's
+            row["peak_mib"] = None
+        elif device.type == "cuda":
             row["peak_mib"] = memory.cuda_peak_mib(models[name], images)
             row["memory"] = "torch.cuda.max_memory_allocated"
         else:
@@ -175,28 +248,43 @@ def inference(sizes: Sizes, rounds: int, device: torch.device) -> list[dict[str,
             row["memory"] = "peak RSS added"
         row.update(variant=name, batch=sizes.inference_batch, hidden=hidden, layers=layers)
         rows.append(row)
-        print(f"inference {name}: {row['median_ms']:.0f} ms x{row['ratio']:.2f}, {row['peak_mib']:.0f} MiB", flush=True)
+        print(f"inference {name}: {row['median_ms']:.0f} ms x{row['ratio']:.2f}, {row['peak_mib']} MiB", flush=True)
     return rows
 
 
 def end_to_end(sizes: Sizes, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
-    """train.py against a bare loop, interleaved run by run: steps per second and the overhead."""
+    """train.py against a bare loop, interleaved run by run: steps per second and the overhead (on a GPU
+    also both with model.cuda_graph=true)."""
     hidden, layers, batch = sizes.e2e_model
     overrides = [f"hidden_size={hidden}", f"layer_num={layers}", f"batch_size={batch}"]
-    script, bare = [], []
-    for _ in range(1 if args.smoke else sizes.e2e_rounds):
-        script.append(
-            e2e.train_script_steps_per_second(sizes.e2e_steps, sizes.e2e_warmup, args.data_dir, device.type, *overrides)
-        )
-        bare.append(
-            e2e.bare_loop_steps_per_second(
-                sizes.e2e_steps, sizes.e2e_warmup, args.data_dir, device.type, hidden, layers, batch
+    steps, warmup = sizes.e2e_steps, sizes.e2e_warmup
+    if device.type == "cuda" and not args.smoke:  # GPU steps take milliseconds: time more of them
+        steps, warmup = 400, 50
+    row: dict[str, object] = {"steps": steps, "hidden": hidden, "layers": layers, "batch": batch}
+    for graph in (False, True) if device.type == "cuda" else (False,):
+        script, bare = [], []
+        extra = ["model.cuda_graph=true"] if graph else []
+        for _ in range(1 if args.smoke else sizes.e2e_rounds):
+            script.append(
+                e2e.train_script_steps_per_second(steps, warmup, args.data_dir, device.type, *overrides, *extra)
             )
+            bare.append(
+                e2e.bare_loop_steps_per_second(
+                    steps, warmup, args.data_dir, device.type, hidden, layers, batch, cuda_graph=graph
+                )
+            )
+        overhead = statistics.median(b / s - 1 for b, s in zip(bare, script, strict=True))
+        pair = {"train_py_steps_per_s": statistics.median(script), "bare_steps_per_s": statistics.median(bare)}
+        pair["overhead_percent"] = 100 * overhead
+        if graph:
+            row["cuda_graph"] = pair
+        else:
+            row.update(pair)
+        print(
+            f"end to end{' (CUDA graph)' if graph else ''}: train.py {pair['train_py_steps_per_s']:.2f} steps/s, "
+            f"bare {pair['bare_steps_per_s']:.2f}",
+            flush=True,
         )
-    overhead = statistics.median(b / s - 1 for b, s in zip(bare, script, strict=True))
-    row = {"train_py_steps_per_s": statistics.median(script), "bare_steps_per_s": statistics.median(bare)}
-    row.update(overhead_percent=100 * overhead, steps=sizes.e2e_steps, hidden=hidden, layers=layers, batch=batch)
-    print(f"end to end: train.py {row['train_py_steps_per_s']:.2f} steps/s, bare {row['bare_steps_per_s']:.2f}")
     return row
 
 
@@ -206,7 +294,7 @@ def markdown(results: dict[str, object]) -> str:
     lines = [
         f"Machine: {where}; torch {m['torch']}; matmul {results['matmul_gflops']['n']}^3 fp32: "
         f"{results['matmul_gflops']['fp32']:.0f} GFLOP/s; load average {m['load_average_start']:.1f} at the start, "
-        f"{m['load_average_end']:.1f} at the end.  ",
+        f"{m.get('load_average_end', float('nan')):.1f} at the end.  ",
         f"Command: `{results['command']}` ({results['seconds']:.0f} s).",
         "",
         "Training step (forward, backward, Adam; 28 steps x 28 inputs, dropout 0.5), ratio = median of per-round "
@@ -230,7 +318,8 @@ def markdown(results: dict[str, object]) -> str:
         "| --- | ---: | ---: | ---: |",
     ]
     for r in results["inference"]:
-        lines.append(f"| {r['variant']} | {r['median_ms']:.0f} | {r['ratio']:.2f} | {r['peak_mib']:.0f} |")
+        peak = "" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        lines.append(f"| {r['variant']} | {r['median_ms']:.0f} | {r['ratio']:.2f} | {peak} |")
     e = results["e2e"]
     lines += [
         "",
@@ -238,12 +327,30 @@ def markdown(results: dict[str, object]) -> str:
         f"scripts/train.py {e['train_py_steps_per_s']:.2f} steps/s, bare PyTorch loop {e['bare_steps_per_s']:.2f} "
         f"steps/s: overhead {e['overhead_percent']:.1f}%.",
     ]
-    if "recipe" in results:
-        r = results["recipe"]
-        lines.append(
-            f"The 2,000-step tutorial recipe: scripts/train.py {r['train_py_wall_s']:.1f} s wall (start to exit), "
-            f"bare loop with the data on the device {r['bare_loop_wall_s']:.1f} s."
+    if "cuda_graph" in e:
+        g = e["cuda_graph"]
+        lines[-1] += (
+            f" With model.cuda_graph=true: train.py {g['train_py_steps_per_s']:.2f} steps/s, bare loop "
+            f"{g['bare_steps_per_s']:.2f} steps/s: overhead {g['overhead_percent']:.1f}%."
         )
+    if "recipe" in results:
+        lines += [
+            "",
+            "The 2,000-step tutorial recipe. train.py: start to exit, split into start-up (imports, data, model), "
+            "the steps (validation every 500 included) and the rest (last validation, test, figures, exit); "
+            "the bare loop: training only, data on the device:",
+            "",
+            "| run | wall s | start-up s | steps s | rest s | steps/s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in results["recipe"]:
+            if "error" in r:
+                lines.append(f"| {r['run']} | failed | | | | |")
+                continue
+            parts = [f"{r[k]:.1f}" if k in r else "" for k in ("to_train_start_s", "steps_s", "after_steps_s")]
+            lines.append(f"| {r['run']} | {r['wall_s']:.1f} | {' | '.join(parts)} | {r['steps_per_s']:.0f} |")
+    if results.get("left_out"):
+        lines += ["", "Left out (failed on this machine): " + "; ".join(results["left_out"])]
     return "\n".join(lines) + "\n"
 
 
@@ -259,6 +366,7 @@ def write(results: dict[str, object], out: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out / "results.md").write_text(markdown(results))
+    (out / "partial.json").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,10 +376,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile on CPU)")
+    parser.add_argument(
+        "--train-step-only",
+        action="store_true",
+        help="only the training step at the tutorial's shape (e.g. with --compile)",
+    )
     parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/ (for the end-to-end runs)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     results = run(args)
+    if args.train_step_only:  # a partial run: its JSON only, the tables stay those of the last full run
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "train_step.json").write_text(json.dumps(results, indent=2))
+        (args.out / "partial.json").unlink(missing_ok=True)
+        print(json.dumps(results["train_step"], indent=1))
+        return
     write(results, args.out)
     print(markdown(results))
     print(f"wrote {args.out}/results.json, results.csv, results.md")

@@ -38,7 +38,7 @@ RULES: dict[str, Rule] = {
     "seed": Rule(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)", "seed=42"),
     "model.forget_bias": Rule(float, math.isfinite, "a finite number", "model.forget_bias=1.0"),
 }
-SWITCHES = ("model.fused", "model.compile", "test")  # true or false
+SWITCHES = ("model.fused", "model.compile", "model.cuda_graph", "test")  # true or false
 
 
 def check_value(key: str, value: object, rule: Rule) -> None:
@@ -60,6 +60,18 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and not isinstance(value, bool):
             raise UserError(f"invalid value {key}={value!r}: {key} must be true or false")
+    on_device = OmegaConf.select(cfg, "data.on_device")
+    if on_device is not None and on_device not in (True, False, "auto"):
+        raise UserError(
+            f"invalid value data.on_device={on_device!r}: data.on_device must be auto (on the GPU when the run is), "
+            "true or false"
+        )
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32"))
+    if OmegaConf.select(cfg, "model.cuda_graph") is True and "mixed" in precision:
+        raise UserError(
+            f"model.cuda_graph=true does not combine with trainer.precision={precision} (autocast); "
+            "use trainer.precision=32-true or model.cuda_graph=false"
+        )
     cell = OmegaConf.select(cfg, "model.cell")
     if cell is not None and cell not in ("custom", "torch"):
         raise UserError(f"invalid value model.cell={cell!r}: model.cell must be 'custom' (ours) or 'torch' (nn.LSTM)")

@@ -8,10 +8,13 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lstm.cuda_graph import GraphedTraining
+from mnist_lstm.errors import UserError
 from mnist_lstm.lstm import RowLSTMClassifier
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -38,6 +41,7 @@ class RowLSTMModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         fused: bool = True,
         compile: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
@@ -48,24 +52,41 @@ class RowLSTMModule(L.LightningModule):
             # In place (nn.Module.compile), the LSTM only: the state-dict keys stay free of torch.compile's
             # `_orig_mod.` prefix, so a compiled run's checkpoint loads into an uncompiled model.
             self.net.lstm.compile()
+        # Training batches on a GPU replay one CUDA graph of the forward and backward (mnist_lstm/cuda_graph.py).
+        # (A plain object, not a submodule: the checkpoint's keys stay those of self.net.)
+        self.graphed_training = GraphedTraining(self.net) if cuda_graph else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # validate_args=False: predictions come from argmax and labels from MNIST, always in range, and the
+        # check (torch.unique) would make the CPU wait for the GPU at every step.
+        accuracy = {"num_classes": num_classes, "average": "micro", "validate_args": False}
+        self.train_acc = MulticlassAccuracy(**accuracy)
+        self.val_acc = MulticlassAccuracy(**accuracy)
+        self.test_acc = MulticlassAccuracy(**accuracy)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in the checkpoint, so a resumed run keeps its best so far
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
-    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def on_fit_start(self) -> None:
+        if self.hparams.get("cuda_graph") and self.device.type != "cuda":
+            rank_zero_warn(f"model.cuda_graph=true applies to CUDA runs only; this run is on the {self.device.type}")
+        if self.hparams.get("cuda_graph") and self.trainer.world_size > 1:
+            raise UserError(
+                f"model.cuda_graph=true is for one GPU, and this run has {self.trainer.world_size} processes; "
+                "use model.cuda_graph=false with several devices"
+            )
+
+    def _step(
+        self, batch: tuple[Tensor, Tensor], net: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         images, labels = batch
-        logits = self.net(images)
+        logits = (net or self.net)(images)
         return F.cross_entropy(logits, labels), logits.argmax(dim=1), labels
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, preds, labels = self._step(batch)
+        loss, preds, labels = self._step(batch, self.graphed_training)
         self.train_acc(preds, labels)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, prog_bar=True)

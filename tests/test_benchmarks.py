@@ -51,12 +51,15 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
 
     variants = {(r["hidden"], r["layers"], r["variant"]) for r in results["train_step"]}
     assert {(16, 2, "ours"), (16, 2, "nn.LSTM"), (16, 2, "ours, autograd loop"), (16, 1, "ours")} <= variants
+    assert (16, 2, "nn.LSTM, oneDNN off") in variants  # on the CPU: PyTorch's LSTM without its fused primitive
+    assert {(16, 2, "ours, F.dropout"), (16, 2, "nn.LSTM, F.dropout")} <= variants  # the dropout lever
     assert all(r["median_ms"] > 0 and r["ratio"] > 0 and r["gflops"] > 0 for r in results["train_step"])
     assert {r["ratio"] for r in results["train_step"] if r["variant"] == "nn.LSTM"} == {1.0}
 
     inference = {r["variant"]: r for r in results["inference"]}
-    assert set(inference) == {"ours", "nn.LSTM", "ours-plain", "cnn"}
-    assert all(r["median_ms"] > 0 and r["peak_mib"] >= 0 and r["batch"] == 64 for r in inference.values())
+    assert set(inference) == {"ours", "nn.LSTM", "ours-plain", "cnn", "nn.LSTM, oneDNN off"}
+    assert all(r["median_ms"] > 0 and r["batch"] == 64 for r in inference.values())
+    assert all(r["peak_mib"] >= 0 for name, r in inference.items() if name != "nn.LSTM, oneDNN off")
 
     e2e = results["e2e"]
     assert e2e["train_py_steps_per_s"] > 0 and e2e["bare_steps_per_s"] > 0

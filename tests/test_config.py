@@ -84,10 +84,13 @@ def test_debug_configs_compose(name: str) -> None:
         ("model.cell=gru", "invalid value model.cell='gru'"),
         ("model.forget_bias=abc", "invalid value model.forget_bias='abc': model.forget_bias must be a finite number"),
         ("model.fused=maybe", "invalid value model.fused='maybe': model.fused must be true or false"),
+        ("model.cuda_graph=1", "invalid value model.cuda_graph=1: model.cuda_graph must be true or false"),
+        ("data.on_device=gpu", "invalid value data.on_device='gpu': data.on_device must be auto"),
+        ("model.cuda_graph=true trainer.precision=bf16-mixed", "model.cuda_graph=true does not combine with"),
     ],
 )
 def test_bad_values_are_refused_with_key_and_range(override: str, expected: str) -> None:
     with pytest.raises(UserError, match=None) as err:
-        validate(compose_train(override))
+        validate(compose_train(*override.split()))
     assert expected in str(err.value)
     assert "\n" not in str(err.value)

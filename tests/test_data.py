@@ -43,6 +43,24 @@ def test_batches_are_row_sequences_in_unit_range(datamodule: MNISTDataModule) ->
     assert labels.dtype == torch.int64 and set(labels.tolist()) <= set(range(10))
 
 
+def test_a_batch_is_gathered_in_one_go_and_holds_the_sampled_images(datamodule: MNISTDataModule) -> None:
+    loader = datamodule.train_dataloader()
+    indices = list(iter(loader.sampler))[:128]  # the order this epoch reads the training set in
+    images, labels = next(iter(loader))
+    expected = torch.stack([datamodule.train_set[i][0] for i in indices])  # sample by sample, as by default
+    assert torch.equal(images, expected) and torch.equal(labels, datamodule.train_set.tensors[1][indices])
+
+
+@pytest.mark.parametrize(
+    ("on_device", "device", "moved"),
+    [("auto", "cpu", False), (True, "cpu", False), (False, "cpu", False)]
+    + [("auto", "cuda", True), (True, "cuda", True), (False, "cuda", False)],
+)
+def test_where_the_data_is_kept(on_device: object, device: str, moved: bool) -> None:
+    # Whether setup moves the splits to the run's device; the move itself: tests/test_gpu.py (pytest -m gpu).
+    assert MNISTDataModule(on_device=on_device)._keep_on(torch.device(device)) is moved
+
+
 def test_no_sample_is_dropped_in_eval(mnist_dir: Path) -> None:
     dm = MNISTDataModule(data_dir=str(mnist_dir), eval_batch_size=999, download=False)
     dm.prepare_data()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_lstm.lstm import LSTMLayer, RowLSTMClassifier, StackedLSTM, TorchStackedLSTM
+from mnist_lstm.lstm import LSTMLayer, RowLSTMClassifier, StackedLSTM, TorchStackedLSTM, dropout
 
 
 def copy_into_nn_lstm(ours: StackedLSTM, reference: nn.LSTM) -> None:
@@ -126,3 +126,18 @@ def test_custom_is_not_nn_lstm() -> None:
     assert not any(isinstance(m, nn.LSTM) for m in model.modules())
     fused = [m.gates for m in model.lstm.layers]
     assert [tuple(g.weight.shape) for g in fused] == [(1024, 28 + 256), (1024, 256 + 256)]
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_keeps_one_minus_p_scaled_up_and_routes_gradients_through_the_kept(p: float) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(28, 128, 64, dtype=torch.double) + 0.5  # never 0: a dropped element is exactly 0
+    x.requires_grad_()
+    y = dropout(x, p, training=True)
+    kept = y != 0
+    assert abs(kept.double().mean().item() - (1 - p)) < 0.01  # 229,376 draws: 4+ standard deviations
+    torch.testing.assert_close(y[kept], (x / (1 - p))[kept])
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.double() / (1 - p))
+    assert not torch.equal(kept, dropout(x, p, training=True) != 0)  # a new mask at every call
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0, training=True) is x

@@ -202,7 +202,10 @@ def test_a_bad_override_fails_in_a_real_process_with_status_1(tmp_path: Path) ->
 # ---------------------------------------------------------------- kill and resume
 
 
-TINY = ["hidden_size=16", "layer_num=1", "max_steps=30", "val_every=10", "+trainer.limit_val_batches=1"]
+# 300 steps, validated (and last.ckpt saved) every 100: a signal sent once the first last.ckpt exists lands
+# with ~200 steps to go, however fast the steps run.
+STEPS, VAL_EVERY = 300, 100
+TINY = ["hidden_size=16", "layer_num=1", f"max_steps={STEPS}", f"val_every={VAL_EVERY}", "+trainer.limit_val_batches=1"]
 TINY += ["test=false", "trainer.deterministic=true", "trainer.accelerator=cpu"]
 
 
@@ -235,7 +238,7 @@ def test_killed_runs_resume_to_the_same_weights_and_curves(mnist_dir: Path, tmp_
     full = start(tmp_path / "full", mnist_dir)
     stopped = {sig: start(tmp_path / sig.name, mnist_dir) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)}
     for sig, process in stopped.items():
-        wait_for(tmp_path / sig.name / "checkpoints" / "last.ckpt", process)  # validated and saved at step 10
+        wait_for(tmp_path / sig.name / "checkpoints" / "last.ckpt", process)  # validated and saved at step 100
         process.send_signal(sig)
     outputs = {sig: process.communicate(timeout=300)[0] for sig, process in stopped.items()}
     assert full.wait(timeout=300) == 0, full.communicate()[0][-3000:]
@@ -245,7 +248,7 @@ def test_killed_runs_resume_to_the_same_weights_and_curves(mnist_dir: Path, tmp_
         assert process.returncode == expected_status[sig], outputs[sig][-3000:]
         last = tmp_path / sig.name / "checkpoints" / "last.ckpt"
         stopped_at = torch.load(last, weights_only=True)["global_step"]
-        assert 10 <= stopped_at < 30
+        assert VAL_EVERY <= stopped_at < STEPS
         if sig != signal.SIGKILL:  # a checkpoint written on the way out, and the command to continue
             assert f"{sig.name} at step {stopped_at}: saved {last}; continue with: python " in outputs[sig]
 
@@ -258,7 +261,7 @@ def test_killed_runs_resume_to_the_same_weights_and_curves(mnist_dir: Path, tmp_
     reference_curves = scalars(tmp_path / "full" / "tensorboard")
     for sig in stopped:
         final = torch.load(tmp_path / sig.name / "checkpoints" / "last.ckpt", weights_only=True)
-        assert final["global_step"] == 30
+        assert final["global_step"] == STEPS
         for name, tensor in reference["state_dict"].items():
             assert torch.equal(final["state_dict"][name], tensor), f"{sig.name}: {name} differs"
         for a, b in zip(

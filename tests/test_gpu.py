@@ -1,0 +1,129 @@
+"""The GPU paths, on a CUDA machine:  python -m pytest -m gpu  (deselected by default: CI has no GPU).
+
+Our fused loop against cuDNN's nn.LSTM, the CUDA-graphed training step against the eager one, the data
+kept on the device, and a real train.py run using both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from mnist_lstm.cuda_graph import GraphedTraining
+from mnist_lstm.data import MNISTDataModule
+from mnist_lstm.lstm import RowLSTMClassifier
+from tests.conftest import REPO
+from tests.test_fast_paths import run, twins
+from tests.test_lstm import copy_into_nn_lstm, nn_lstm_grads_as_ours
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda() -> None:
+    # Selected on purpose (-m gpu) on a machine without CUDA: that is an error, not a skip.
+    assert torch.cuda.is_available(), "pytest -m gpu needs a CUDA GPU"
+
+
+@pytest.mark.parametrize("layer_num", [1, 2])
+def test_fused_loop_on_cuda_matches_cudnn_and_the_plain_loop(layer_num: int) -> None:
+    torch.manual_seed(layer_num)
+    steps, batch, inputs, hidden = 28, 16, 28, 32
+    fused, plain = (m.to(CUDA) for m in twins(layer_num, hidden, inputs))
+    reference = torch.nn.LSTM(inputs, hidden, layer_num).double().to(CUDA)  # cuDNN runs float64 too
+    copy_into_nn_lstm(fused, reference)
+    x = torch.randn(steps, batch, inputs, dtype=torch.double, device=CUDA)
+    state = tuple(torch.randn(layer_num, batch, hidden, dtype=torch.double, device=CUDA) for _ in range(2))
+    weights = torch.randn(steps, batch, hidden, dtype=torch.double, device=CUDA)
+
+    out, h, c, grads = run(fused, x, state, weights)
+    assert "FusedLSTMLoop" in type(out.grad_fn).__name__
+    for other in (plain, reference):
+        other_out, other_h, other_c, other_grads = run(other, x, state, weights)
+        torch.testing.assert_close((out, h, c), (other_out, other_h, other_c), rtol=0, atol=1e-10)
+        torch.testing.assert_close(grads[-3:], other_grads[-3:], rtol=0, atol=1e-10)
+    for layer, (w_grad, b_grad) in zip(fused.layers, nn_lstm_grads_as_ours(fused, reference), strict=True):
+        torch.testing.assert_close(
+            (layer.gates.weight.grad, layer.gates.bias.grad), (w_grad, b_grad), rtol=0, atol=1e-9
+        )
+
+
+def _train(net: torch.nn.Module, step_net, batches) -> list[torch.Tensor]:
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for images, labels in batches:
+        loss = F.cross_entropy(step_net(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return losses
+
+
+def test_cuda_graph_trains_exactly_like_the_eager_step() -> None:
+    torch.manual_seed(0)
+    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).to(CUDA)
+    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).to(CUDA)
+    graphed_net.load_state_dict(eager.state_dict())
+    # Full batches replay the graph; the last, smaller one (as at an epoch's end) runs eagerly.
+    sizes = [32, 32, 32, 32, 20, 32]
+    batches = [(torch.rand(n, 28, 28, device=CUDA), torch.randint(0, 10, (n,), device=CUDA)) for n in sizes]
+    graphed = GraphedTraining(graphed_net)
+    initial = graphed_net.classifier.weight.detach().clone()
+
+    eager_losses = _train(eager, eager, batches)
+    graphed_losses = _train(graphed_net, graphed, batches)
+    assert graphed.graphed is not None and graphed.shape == (32, 28, 28)
+    torch.testing.assert_close(torch.stack(graphed_losses), torch.stack(eager_losses), rtol=1e-4, atol=1e-5)
+    for p, q in zip(graphed_net.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(graphed_net.classifier.weight, initial)  # the replayed steps did update the weights
+
+
+def test_dropout_draws_new_masks_at_every_replay() -> None:
+    torch.manual_seed(0)
+    net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.5).to(CUDA)
+    graphed = GraphedTraining(net)
+    images = torch.rand(16, 28, 28, device=CUDA)
+    first, second = graphed(images).detach().clone(), graphed(images).detach().clone()
+    assert not torch.allclose(first, second)  # a graph replaying one frozen mask would give equal logits
+    net.eval()  # eval mode: no graph, no dropout, the same answer twice
+    with torch.no_grad():
+        torch.testing.assert_close(graphed(images), graphed(images))
+
+
+def test_data_is_kept_on_the_gpu_and_batches_are_gathered_there(mnist_dir: Path) -> None:
+    class FakeTrainer:  # what setup reads of the Trainer: the device the run is on
+        class strategy:  # noqa: N801
+            root_device = CUDA
+
+    on_gpu = MNISTDataModule(data_dir=str(mnist_dir), download=False)
+    on_gpu.trainer = FakeTrainer()
+    on_gpu.prepare_data()
+    on_gpu.setup("fit")
+    on_cpu = MNISTDataModule(data_dir=str(mnist_dir), download=False)
+    on_cpu.setup("fit")
+    assert on_gpu.train_set.tensors[0].is_cuda and on_gpu.test_set.tensors[1].is_cuda
+    torch.manual_seed(3)
+    images, labels = next(iter(on_gpu.train_dataloader()))
+    torch.manual_seed(3)
+    cpu_images, cpu_labels = next(iter(on_cpu.train_dataloader()))
+    assert images.is_cuda and torch.equal(images.cpu(), cpu_images) and torch.equal(labels.cpu(), cpu_labels)
+
+
+def test_train_script_on_the_gpu_with_a_cuda_graph(mnist_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "trainer=gpu", "model.cuda_graph=true"]
+    command += ["max_steps=300", "val_every=150", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = OmegaConf.load(run_dir / "metrics.yaml")
+    assert metrics["test/acc"] > 0.7  # 300 steps of batch 128 reach ~0.9; an untrained model ~0.1
