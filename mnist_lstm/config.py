@@ -72,6 +72,11 @@ def validate(cfg: DictConfig) -> None:
             f"model.cuda_graph=true does not combine with trainer.precision={precision} (autocast); "
             "use trainer.precision=32-true or model.cuda_graph=false"
         )
+    if OmegaConf.select(cfg, "model.cuda_graph") is True and OmegaConf.select(cfg, "model.compile") is True:
+        raise UserError(
+            "model.cuda_graph=true and model.compile=true are not supported together (untested; torch.compile's "
+            "own CUDA graphs are its mode='reduce-overhead'); choose one"
+        )
     cell = OmegaConf.select(cfg, "model.cell")
     if cell is not None and cell not in ("custom", "torch"):
         raise UserError(f"invalid value model.cell={cell!r}: model.cell must be 'custom' (ours) or 'torch' (nn.LSTM)")

@@ -87,6 +87,7 @@ def test_debug_configs_compose(name: str) -> None:
         ("model.cuda_graph=1", "invalid value model.cuda_graph=1: model.cuda_graph must be true or false"),
         ("data.on_device=gpu", "invalid value data.on_device='gpu': data.on_device must be auto"),
         ("model.cuda_graph=true trainer.precision=bf16-mixed", "model.cuda_graph=true does not combine with"),
+        ("model.cuda_graph=true model.compile=true", "are not supported together"),
     ],
 )
 def test_bad_values_are_refused_with_key_and_range(override: str, expected: str) -> None:
