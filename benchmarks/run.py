@@ -9,6 +9,7 @@ the same run. On a CUDA machine the same command measures the GPU (cuDNN, bf16-m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -16,7 +17,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,13 +115,13 @@ def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device,
         if args.compile:
             variants["ours, torch.compile"] = train_step(model(compile=True), sizes.batch, device, False)
         if device.type == "cpu":  # what nn.LSTM is without oneDNN's fused LSTM: PyTorch's own op-by-op loop
-            variants[f"{REFERENCE}, {NO_ONEDNN}"] = without_onednn(
-                train_step(model("torch"), sizes.batch, device, False)
+            variants[f"{REFERENCE}, {NO_ONEDNN}"] = within(
+                without_onednn, train_step(model("torch"), sizes.batch, device, False)
             )
             # The CPU dropout lever: both wrappers' dropout back to F.dropout (nn.LSTM's own is F.dropout's anyway).
-            variants["ours, F.dropout"] = with_torch_dropout(train_step(model(), sizes.batch, device, False))
-            variants[f"{REFERENCE}, F.dropout"] = with_torch_dropout(
-                train_step(model("torch"), sizes.batch, device, False)
+            variants["ours, F.dropout"] = within(torch_dropout, train_step(model(), sizes.batch, device, False))
+            variants[f"{REFERENCE}, F.dropout"] = within(
+                torch_dropout, train_step(model("torch"), sizes.batch, device, False)
             )
         if device.type == "cuda":
             variants["ours, bf16-mixed"] = train_step(model(), sizes.batch, device, True)
@@ -128,26 +130,29 @@ def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device,
     return variants
 
 
-def without_onednn(call: Callable[[], None]) -> Callable[[], None]:
-    def call_without_onednn() -> None:
-        with torch.backends.mkldnn.flags(enabled=False):
+@contextlib.contextmanager
+def torch_dropout() -> Iterator[None]:
+    """mnist_lstm.lstm.dropout replaced by plain F.dropout: the CPU dropout lever's "before"."""
+    fast = lstm.dropout
+    lstm.dropout = lambda x, p, training: F.dropout(x, p, training)
+    try:
+        yield
+    finally:
+        lstm.dropout = fast
+
+
+def within(context: Callable[[], AbstractContextManager], call: Callable[[], None]) -> Callable[[], None]:
+    """`call`, run inside a fresh `context()` each time (a lever switched for one variant only)."""
+
+    def call_within() -> None:
+        with context():
             call()
 
-    return call_without_onednn
+    return call_within
 
 
-def with_torch_dropout(call: Callable[[], None]) -> Callable[[], None]:
-    """`call` with mnist_lstm.lstm.dropout replaced by plain F.dropout (the lever's "before")."""
-
-    def call_with_torch_dropout() -> None:
-        fast = lstm.dropout
-        lstm.dropout = lambda x, p, training: F.dropout(x, p, training)
-        try:
-            call()
-        finally:
-            lstm.dropout = fast
-
-    return call_with_torch_dropout
+def without_onednn() -> AbstractContextManager:
+    return torch.backends.mkldnn.flags(enabled=False)
 
 
 def working(variants: dict[str, Callable], failures: list[str]) -> dict[str, Callable]:
@@ -234,7 +239,7 @@ def inference(sizes: Sizes, rounds: int, device: torch.device) -> list[dict[str,
 
     calls = {name: call(name) for name in names}
     if device.type == "cpu":
-        calls[f"{REFERENCE}, {NO_ONEDNN}"] = without_onednn(call(REFERENCE))
+        calls[f"{REFERENCE}, {NO_ONEDNN}"] = within(without_onednn, call(REFERENCE))
     seconds = interleaved(calls, min(rounds, sizes.inference_rounds), device)
     rows = []
     for name, row in summary(seconds, REFERENCE).items():
