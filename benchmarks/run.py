@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks import e2e, memory
+from benchmarks import alone, e2e, memory
 from benchmarks.timing import interleaved, matmul_gflops, summary
 from mnist_lstm import lstm
 from mnist_lstm.cuda_graph import GraphedTraining
@@ -48,10 +48,22 @@ class Sizes:
     e2e_warmup: int
     e2e_rounds: int
     e2e_model: tuple[int, int, int]  # hidden_size, layer_num, batch_size
+    alone_calls: dict[str, tuple[int, int]]  # each mode's (timed calls, warmup calls) in a process of its own
 
 
-FULL = Sizes(((256, 2), (128, 2), (512, 2), (256, 1), (256, 3)), 128, 2048, 10_000, 3, 40, 8, 2, (256, 2, 128))
-SMOKE = Sizes(((16, 2), (16, 1)), 8, 128, 64, 1, 6, 2, 1, (16, 1, 16))
+FULL = Sizes(
+    ((256, 2), (128, 2), (512, 2), (256, 1), (256, 3)),
+    128,
+    2048,
+    10_000,
+    3,
+    40,
+    8,
+    2,
+    (256, 2, 128),
+    {"train": (15, 5), "infer": (2, 1)},
+)
+SMOKE = Sizes(((16, 2), (16, 1)), 8, 128, 64, 1, 6, 2, 1, (16, 1, 16), {"train": (2, 1), "infer": (1, 1)})
 
 
 def machine(device: torch.device) -> dict[str, object]:
@@ -202,6 +214,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         save_so_far(results, args.out)
     if args.train_step_only:
         return results
+    if device.type == "cpu":
+        results["alone"] = each_alone(sizes, 1 if args.smoke else args.alone_rounds)
+        save_so_far(results, args.out)
 
     results["inference"] = inference(sizes, rounds, device)
     save_so_far(results, args.out)
@@ -218,6 +233,21 @@ def save_so_far(results: dict[str, object], out: Path) -> None:
     """The sections measured so far, in case a later one fails or the run is stopped."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "partial.json").write_text(json.dumps(results, indent=2))
+
+
+def each_alone(sizes: Sizes, rounds: int) -> list[dict[str, object]]:
+    """Ours against nn.LSTM at the tutorial's shape, each in a fresh process of its own (benchmarks/alone.py):
+    the training step, and the inference of all test images in one call."""
+    hidden, layers = sizes.shapes[0]
+    rows = []
+    for mode, batch in (("train", sizes.batch), ("infer", sizes.inference_batch)):
+        calls, warmup = sizes.alone_calls[mode]
+        seconds = alone.interleaved_alone(mode, ["ours", REFERENCE], hidden, layers, batch, rounds, calls, warmup)
+        for name, row in summary(seconds, REFERENCE).items():
+            row.update(mode=mode, variant=name, hidden=hidden, layers=layers, batch=batch)
+            rows.append(row)
+            print(f"alone, {mode} {name}: {row['median_ms']:.1f} ms x{row['ratio']:.2f}", flush=True)
+    return rows
 
 
 def inference(sizes: Sizes, rounds: int, device: torch.device) -> list[dict[str, object]]:
@@ -313,6 +343,22 @@ def markdown(results: dict[str, object]) -> str:
             f"| {r['hidden']} | {r['layers']} | {r['batch']} | {r['variant']} | {r['median_ms']:.1f} | "
             f"{r['ratio']:.2f} | {r['gflops']:.0f} | {r['percent_of_matmul']:.0f} |"
         )
+    if "alone" in results:
+        by = {(r["mode"], r["variant"]): r for r in results["alone"]}
+        first = results["alone"][0]
+        lines += [
+            "",
+            f"Each alone in a fresh process, the processes interleaved (rounds: {first['rounds']}; hidden "
+            f"{first['hidden']}, {first['layers']} layers; ratio = median of per-round ratios to nn.LSTM):",
+            "",
+            "| measure | ours ms | nn.LSTM ms | ratio |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for mode, what in (("train", "training step, batch"), ("infer", "inference of")):
+            ours, ref = by[(mode, "ours")], by[(mode, REFERENCE)]
+            lines.append(
+                f"| {what} {ours['batch']:,} | {ours['median_ms']:.1f} | {ref['median_ms']:.1f} | {ours['ratio']:.2f} |"
+            )
     first = results["inference"][0]
     lines += [
         "",
@@ -363,6 +409,7 @@ def write(results: dict[str, object], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     rows = [{"section": "train_step", **r} for r in results["train_step"]]
+    rows += [{"section": "alone", **r} for r in results.get("alone", [])]
     rows += [{"section": "inference", **r} for r in results["inference"]]
     rows.append({"section": "e2e", **results["e2e"]})
     fields = sorted({key for row in rows for key in row})
@@ -385,6 +432,9 @@ def main(argv: list[str] | None = None) -> None:
         "--train-step-only",
         action="store_true",
         help="only the training step at the tutorial's shape (e.g. with --compile)",
+    )
+    parser.add_argument(
+        "--alone-rounds", type=int, default=5, help="rounds of the each-in-its-own-process comparison (CPU)"
     )
     parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/ (for the end-to-end runs)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")

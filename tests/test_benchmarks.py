@@ -56,6 +56,12 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
     assert all(r["median_ms"] > 0 and r["ratio"] > 0 and r["gflops"] > 0 for r in results["train_step"])
     assert {r["ratio"] for r in results["train_step"] if r["variant"] == "nn.LSTM"} == {1.0}
 
+    # Each alone in a fresh process (the C allocator's state not shared): training step and inference.
+    alone = {(r["mode"], r["variant"]): r for r in results["alone"]}
+    assert set(alone) == {(mode, name) for mode in ("train", "infer") for name in ("ours", "nn.LSTM")}
+    assert all(r["median_ms"] > 0 and r["rounds"] == 1 for r in alone.values())
+    assert alone[("infer", "ours")]["batch"] == 64 and alone[("train", "nn.LSTM")]["ratio"] == 1.0
+
     inference = {r["variant"]: r for r in results["inference"]}
     assert set(inference) == {"ours", "nn.LSTM", "ours-plain", "cnn", "nn.LSTM, oneDNN off"}
     assert all(r["median_ms"] > 0 and r["batch"] == 64 for r in inference.values())
@@ -66,7 +72,7 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
 
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == len(results["train_step"]) + len(results["inference"]) + 1
+    assert len(rows) == len(results["train_step"]) + len(results["alone"]) + len(results["inference"]) + 1
     table = (out / "results.md").read_text()
     assert "Command: `python -m benchmarks.run --smoke" in table and "| 16 | 2 | 8 | ours |" in table
-    assert "| cnn |" in table and "overhead" in table
+    assert "| cnn |" in table and "overhead" in table and "| training step, batch 8 |" in table

@@ -58,6 +58,23 @@ def test_fused_matches_plain_loop_and_nn_lstm(layer_num: int, hidden: int) -> No
         torch.testing.assert_close(layer.gates.bias.grad, b_grad, rtol=0, atol=1e-12)
 
 
+class FreshFusedLoop(torch.autograd.Function):
+    """FusedLSTMLoop, run afresh for every backward: its backward overwrites what its forward saved, and
+    gradcheck backpropagates through one graph many times (retain_graph=True)."""
+
+    @staticmethod
+    def forward(ctx, *tensors: torch.Tensor):
+        ctx.save_for_backward(*tensors)
+        return FusedLSTMLoop.apply(*tensors, False)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: torch.Tensor):
+        with torch.enable_grad():
+            tensors = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+            outputs = FusedLSTMLoop.apply(*tensors, True)
+            return torch.autograd.grad(outputs, tensors, grad_outputs)
+
+
 def test_fused_backward_passes_gradcheck() -> None:
     """The hand-written backward against finite differences, every input at once (x, weight, bias, h0, c0)."""
     torch.manual_seed(0)
@@ -70,7 +87,40 @@ def test_fused_backward_passes_gradcheck() -> None:
         torch.randn(batch, hidden),
     ]
     tensors = [t.double().requires_grad_() for t in tensors]
-    assert torch.autograd.gradcheck(lambda *t: FusedLSTMLoop.apply(*t, True), tensors)
+    assert torch.autograd.gradcheck(FreshFusedLoop.apply, tensors)
+
+
+def test_a_second_backward_through_the_fused_loop_is_refused() -> None:
+    """Its backward writes over the saved derivatives: a second one must stop, naming the way out."""
+    lstm = StackedLSTM(3, 4, 1)
+    out, _ = lstm(torch.randn(5, 2, 3))
+    out.sum().backward(retain_graph=True)
+    first = lstm.layers[0].gates.weight.grad.clone()
+    with pytest.raises(RuntimeError, match=r"retain_graph=True.*model\.fused=false"):
+        out.sum().backward()
+    # The unfused loop has no such limit: twice the gradient after two backwards.
+    plain = StackedLSTM(3, 4, 1, fused=False)
+    plain.load_state_dict(lstm.state_dict())
+    out, _ = plain(torch.randn(5, 2, 3))
+    out.sum().backward(retain_graph=True)
+    once = plain.layers[0].gates.weight.grad.clone()
+    out.sum().backward()
+    torch.testing.assert_close(plain.layers[0].gates.weight.grad, 2 * once)
+    assert first.abs().sum() > 0
+
+
+def test_tanh_is_tanh_in_place_or_not() -> None:
+    """lstm.tanh on the CPU, 2 sigmoid(2x) - 1: float32 within two ulps of 1 of torch.tanh, float64 equal."""
+    from mnist_lstm.lstm import tanh
+
+    x = torch.linspace(-12, 12, 20001)
+    out = torch.empty_like(x)
+    assert tanh(x, out=out) is out
+    torch.testing.assert_close(out, torch.tanh(x), rtol=0, atol=2.5e-7)
+    x = x.double()
+    expected = torch.tanh(x)
+    assert tanh(x, out=x) is x  # in place, as for the g gate
+    torch.testing.assert_close(x, expected)
 
 
 def test_training_with_dropout_is_the_same_on_both_paths() -> None:

@@ -68,6 +68,14 @@ def _train(net: torch.nn.Module, step_net, batches) -> list[torch.Tensor]:
     return losses
 
 
+def test_tanh_on_cuda_is_torch_tanh() -> None:
+    """The CPU's sigmoid form of lstm.tanh stays off the GPU: there it is torch.tanh, bit for bit."""
+    from mnist_lstm.lstm import tanh
+
+    x = torch.linspace(-12, 12, 20001, device=CUDA)
+    assert torch.equal(tanh(x, out=torch.empty_like(x)), torch.tanh(x))
+
+
 def test_cuda_graph_trains_exactly_like_the_eager_step() -> None:
     torch.manual_seed(0)
     eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).to(CUDA)
