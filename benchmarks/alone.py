@@ -53,7 +53,9 @@ def median_seconds_alone(mode: str, name: str, hidden: int, layers: int, batch: 
     """The median seconds of `calls` calls (after `warmup`) of one variant, in a fresh CPU process."""
     args = [mode, name, hidden, layers, batch, calls, warmup, torch.get_num_threads()]
     command = [sys.executable, "-m", "benchmarks.alone", *map(str, args)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:])} failed:\n{result.stderr[-3000:]}")
     return float(result.stdout.split()[-1])
 
 

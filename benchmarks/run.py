@@ -3,7 +3,9 @@
 Writes results.json (everything), results.csv (one row per measurement) and results.md (the tables the
 README shows) into --out. Variants are timed interleaved in this one process (benchmarks/timing.py) and
 compared by the median of per-round ratios to nn.LSTM; the machine's matmul throughput is measured in
-the same run. On a CUDA machine the same command measures the GPU (cuDNN, bf16-mixed, max_memory_allocated).
+the same run. On the CPU, ours and nn.LSTM at the tutorial's shape are also timed each alone in a fresh
+process (benchmarks/alone.py), since in one process they share the C allocator's state. On a CUDA machine
+the same command measures the GPU (cuDNN, bf16-mixed, max_memory_allocated).
 """
 
 from __future__ import annotations

@@ -121,10 +121,10 @@ class FusedLSTMLoop(torch.autograd.Function):
             # Without gradients, this step's premul only.
             a = gates[t] if needs_grad else torch.addmm(bias, x[t], w_input.t(), out=gates[0])
             a.addmm_(h, w_hidden_t)  # pre-activations (batch, 4*hidden), activated in place:
-            a[:, : 2 * hidden].sigmoid_()  # i, f
-            tanh(a[:, 2 * hidden : 3 * hidden], out=a[:, 2 * hidden : 3 * hidden])  # g
-            a[:, 3 * hidden :].sigmoid_()  # o
             i, f, g, o = a.chunk(4, dim=1)
+            a[:, : 2 * hidden].sigmoid_()  # i and f at once
+            tanh(g, out=g)
+            o.sigmoid_()
             c_prev = c
             torch.mul(i, g, out=ig)
             c = torch.addcmul(ig, f, c_prev, out=cells[t % 2])  # c_t = f * c_{t-1} + i * g
