@@ -18,7 +18,6 @@ import torch
 
 from mnist_lstm.errors import UserError
 from mnist_lstm.module import RowLSTMModule
-from mnist_lstm.resume import run_dir_of  # noqa: F401  (re-exported: where eval/visualize write)
 
 HOW_TO = "pass ckpt_path=<run dir>/checkpoints/last.ckpt (or a step*.ckpt) written by scripts/train.py"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since PyTorch 1.6

@@ -66,13 +66,14 @@ def validate(cfg: DictConfig) -> None:
             f"invalid value data.on_device={on_device!r}: data.on_device must be auto (on the GPU when the run is), "
             "true or false"
         )
+    cuda_graph = OmegaConf.select(cfg, "model.cuda_graph") is True
     precision = str(OmegaConf.select(cfg, "trainer.precision", default="32"))
-    if OmegaConf.select(cfg, "model.cuda_graph") is True and "mixed" in precision:
+    if cuda_graph and "mixed" in precision:
         raise UserError(
             f"model.cuda_graph=true does not combine with trainer.precision={precision} (autocast); "
             "use trainer.precision=32-true or model.cuda_graph=false"
         )
-    if OmegaConf.select(cfg, "model.cuda_graph") is True and OmegaConf.select(cfg, "model.compile") is True:
+    if cuda_graph and OmegaConf.select(cfg, "model.compile") is True:
         raise UserError(
             "model.cuda_graph=true and model.compile=true are not supported together (untested; torch.compile's "
             "own CUDA graphs are its mode='reduce-overhead'); choose one"

@@ -63,9 +63,9 @@ def run_dir_of(ckpt_path: str | Path) -> Path:
 
 def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:
     """The Hydra run a checkpoint was written by (run_dir_of, holding `.hydra/overrides.yaml`), or None."""
-    run_dir = run_dir_of(ckpt_path)
-    is_run = Path(ckpt_path).resolve().parent.name == "checkpoints"
-    return run_dir if is_run and (run_dir / ".hydra" / "overrides.yaml").is_file() else None
+    path = Path(ckpt_path).resolve()
+    run_dir = run_dir_of(path)
+    return run_dir if path.parent.name == "checkpoints" and (run_dir / ".hydra" / "overrides.yaml").is_file() else None
 
 
 def resume_overrides(run_dir: Path, overrides: list[str], keys: list[str]) -> list[str]:

@@ -9,12 +9,13 @@ from omegaconf import DictConfig, ListConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from mnist_lstm.checkpoint import load_model, run_dir_of
+from mnist_lstm.checkpoint import load_model
 from mnist_lstm.data import ensure_mnist, load_mnist
 from mnist_lstm.errors import UserError
 from mnist_lstm.evaluate import all_logits
 from mnist_lstm.figures import per_row_probabilities, reading_figure
 from mnist_lstm.module import RowLSTMModule
+from mnist_lstm.resume import run_dir_of
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": True, "test": False}  # split -> torchvision's `train` flag: the official files
