@@ -7,6 +7,7 @@ classifier looks at the top layer's hidden state after the last row.
                       fused weight, laid out like nn.LSTM's (gate order i, f, g, o)
     lstm_loop         that loop, plainly, for autograd to differentiate op by op
     FusedLSTMLoop     the same loop made fast: in place, with its backward (through time) by hand
+    lstm_inference    the same loop without gradients, in the fewest passes over memory
     tanh, dropout     torch.tanh and F.dropout, computed faster on the CPU
     StackedLSTM       layer_num LSTMLayers, layer-major, dropout on every layer's output
     TorchStackedLSTM  the same interface on nn.LSTM (cuDNN/oneDNN): the reference we test against
@@ -35,9 +36,9 @@ class LSTMLayer(nn.Module):
     `forget_bias` is added to the forget gate's pre-activation, so a fresh cell starts by remembering.
 
     `fused=False` runs `lstm_loop`, the plain loop that autograd differentiates op by op; the default
-    `fused=True` runs the same loop as `FusedLSTMLoop`, whose backward is written out by hand (faster).
-    Under torch.compile the plain loop runs (the compiler fuses it and derives its backward itself), and
-    under autocast (mixed precision).
+    `fused=True` runs the same loop as `FusedLSTMLoop`, whose backward is written out by hand (faster),
+    or, when no gradient is wanted, as `lstm_inference`. Under torch.compile the plain loop runs (the
+    compiler fuses it and derives its backward itself), and under autocast (mixed precision).
     """
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, fused: bool = True) -> None:
@@ -64,8 +65,9 @@ class LSTMLayer(nn.Module):
         # op by op, which the fused loop's preallocated buffers cannot follow.
         if not self.fused or torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
             return lstm_loop(x, self.gates.weight, bias, h, c)
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, self.gates.weight, bias, h, c))
-        outputs, c = FusedLSTMLoop.apply(x, self.gates.weight, bias, h, c, needs_grad)
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, self.gates.weight, bias, h, c))):
+            return lstm_inference(x, self.gates.weight, bias, h, c)
+        outputs, c = FusedLSTMLoop.apply(x, self.gates.weight, bias, h, c)
         return outputs, (outputs[-1], c)
 
 
@@ -92,35 +94,29 @@ class FusedLSTMLoop(torch.autograd.Function):
     """`lstm_loop` made fast: the same loop and the same math, with its backward written by hand.
 
     Autograd would record ~12 ops per step and replay each one's backward separately. Here the forward
-    writes every step in place into preallocated buffers and, when gradients are wanted, replaces each
-    step's gates right away by their local derivatives: how c_t and h_t move with each gate's
-    pre-activation. The backward (through time) is then four products per step, written over those
-    derivatives (no second (time, batch, 4*hidden) buffer), and the weight gradient of all steps is
-    one large matmul, as in nn.LSTM. Because it overwrites them, it runs once per forward.
-    Without gradients (inference) it keeps nothing per step and computes the input part of the gates
-    step by step, so a large batch never holds a (time, batch, 4*hidden) tensor.
+    writes every step in place into preallocated buffers and replaces each step's gates right away by
+    their local derivatives: how c_t and h_t move with each gate's pre-activation. The backward (through
+    time) is then four products per step, written over those derivatives (no second (time, batch,
+    4*hidden) buffer), and the weight gradient of all steps is one large matmul, as in nn.LSTM. Because
+    it overwrites them, it runs once per forward. Without gradients, `lstm_inference` runs instead.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, h0: Tensor, c0: Tensor, needs_grad: bool):
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, h0: Tensor, c0: Tensor):
         steps, batch, input_size = x.shape
         hidden = h0.shape[1]
         w_input, w_hidden = weight.split([input_size, hidden], dim=1)
         w_hidden_t = w_hidden.t().contiguous()  # (hidden, 4*hidden), the layout the step's matmul reads fastest
+        # The premul of every step at once, as in lstm_loop.
+        gates = torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t()).view(steps, batch, 4 * hidden)
         outputs = x.new_empty(steps, batch, hidden)
+        forget, dh_dc = x.new_empty(steps, batch, hidden), x.new_empty(steps, batch, hidden)
         cells = x.new_empty(2, batch, hidden)  # c_t, alternately: step t still reads c_{t-1}
         tanh_c, ig = x.new_empty(batch, hidden), x.new_empty(batch, hidden)
-        if needs_grad:  # the premul of every step at once, as in lstm_loop
-            gates = torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t()).view(steps, batch, 4 * hidden)
-            forget, dh_dc = x.new_empty(steps, batch, hidden), x.new_empty(steps, batch, hidden)
-        else:
-            gates = x.new_empty(1, batch, 4 * hidden)
 
         h, c = h0, c0
         for t in range(steps):  # the explicit unrolling, as in lstm_loop
-            # Without gradients, this step's premul only.
-            a = gates[t] if needs_grad else torch.addmm(bias, x[t], w_input.t(), out=gates[0])
-            a.addmm_(h, w_hidden_t)  # pre-activations (batch, 4*hidden), activated in place:
+            a = gates[t].addmm_(h, w_hidden_t)  # pre-activations (batch, 4*hidden), activated in place:
             i, f, g, o = a.chunk(4, dim=1)
             a[:, : 2 * hidden].sigmoid_()  # i and f at once
             tanh(g, out=g)
@@ -129,18 +125,17 @@ class FusedLSTMLoop(torch.autograd.Function):
             torch.mul(i, g, out=ig)
             c = torch.addcmul(ig, f, c_prev, out=cells[t % 2])  # c_t = f * c_{t-1} + i * g
             h = torch.mul(o, tanh(c, out=tanh_c), out=outputs[t])  # h_t = o * tanh(c_t)
-            if needs_grad:  # the local derivatives; sigmoid' = s (1 - s), tanh' = 1 - tanh^2
-                torch.addcmul(o, h, tanh_c, value=-1.0, out=dh_dc[t])  # dh_t/dc_t = o (1 - tanh^2 c_t) = o - h tanh c_t
-                forget[t].copy_(f)  # dc_t/dc_{t-1} = f
-                # Over the gates, d/d(pre-activation): dh_t for o, dc_t for i, f, g (i last: g's reads it).
-                torch.addcmul(h, h, o, value=-1.0, out=o)  # tanh(c_t) o (1 - o) = h - h o
-                f.addcmul_(f, f, value=-1.0).mul_(c_prev)  # c_{t-1} f (1 - f)
-                torch.addcmul(i, ig, g, value=-1.0, out=g)  # i (1 - g^2) = i - ig g
-                torch.addcmul(ig, ig, i, value=-1.0, out=i)  # g i (1 - i) = ig - ig i
+            # The local derivatives; sigmoid' = s (1 - s), tanh' = 1 - tanh^2.
+            torch.addcmul(o, h, tanh_c, value=-1.0, out=dh_dc[t])  # dh_t/dc_t = o (1 - tanh^2 c_t) = o - h tanh c_t
+            forget[t].copy_(f)  # dc_t/dc_{t-1} = f
+            # Over the gates, d/d(pre-activation): dh_t for o, dc_t for i, f, g (i last: g's reads it).
+            torch.addcmul(h, h, o, value=-1.0, out=o)  # tanh(c_t) o (1 - o) = h - h o
+            f.addcmul_(f, f, value=-1.0).mul_(c_prev)  # c_{t-1} f (1 - f)
+            torch.addcmul(i, ig, g, value=-1.0, out=g)  # i (1 - g^2) = i - ig g
+            torch.addcmul(ig, ig, i, value=-1.0, out=i)  # g i (1 - i) = ig - ig i
 
-        if needs_grad:
-            ctx.save_for_backward(x, weight, h0, outputs, gates, forget, dh_dc)
-            ctx.derivatives_consumed = False
+        ctx.save_for_backward(x, weight, h0, outputs, gates, forget, dh_dc)
+        ctx.derivatives_consumed = False
         return outputs, c.clone()
 
     @staticmethod
@@ -175,7 +170,36 @@ class FusedLSTMLoop(torch.autograd.Function):
         d_weight = torch.cat([d_gates_2d.t() @ x.reshape(steps * batch, -1), d_w_hidden], dim=1)
         d_x = (d_gates_2d @ w_input).view_as(x) if ctx.needs_input_grad[0] else None
         d_h0 = d_gates[0] @ w_hidden if ctx.needs_input_grad[3] else None
-        return d_x, d_weight, d_gates_2d.sum(0), d_h0, d_c, None
+        return d_x, d_weight, d_gates_2d.sum(0), d_h0, d_c
+
+
+def lstm_inference(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
+    """`lstm_loop` without gradients (evaluation, prediction), in 6 elementwise passes per step, not 13.
+
+    Elementwise work, not the matmuls, is where a CPU step loses time to oneDNN's fused kernel, so two exact
+    rewrites save passes over memory. tanh(z) = 2 sigmoid(2z) - 1, so with the candidate gate's rows moved
+    last and doubled, one sigmoid activates all four gates. The cell is carried as d = -2c, so
+    tanh(c) = 1 - 2 sigmoid(d) and h = o tanh(c) is one multiply-add. Nothing is kept per step, and the input
+    part of the gates is computed step by step, so a large batch never holds a (time, batch, 4*hidden) tensor.
+    """
+    steps, batch, input_size = x.shape
+    hidden = h.shape[1]
+    i, f, g, o = weight.chunk(4)
+    weight = torch.cat([i, f, o, 2 * g])  # rows (i, f, o, 2g)
+    i, f, g, o = bias.chunk(4)
+    bias = torch.cat([i, f, o, 2 * g])
+    w_input, w_hidden = weight.split([input_size, hidden], dim=1)
+    w_hidden_t = w_hidden.t().contiguous()  # (hidden, 4*hidden), the layout the step's matmul reads fastest
+    outputs = x.new_empty(steps, batch, hidden)
+    gates, sigmoid_d = x.new_empty(batch, 4 * hidden), x.new_empty(batch, hidden)
+    d = c * -2.0
+
+    for t in range(steps):  # the explicit unrolling, as in lstm_loop
+        torch.addmm(bias, x[t], w_input.t(), out=gates).addmm_(h, w_hidden_t)
+        i, f, o, sigmoid_2g = gates.sigmoid_().chunk(4, dim=1)  # the candidate is g = 2 sigmoid_2g - 1
+        d.mul_(f).addcmul_(i, sigmoid_2g, value=-4.0).add_(i, alpha=2.0)  # -2c_t = f (-2c_{t-1}) - 2 i g
+        h = torch.addcmul(o, o, torch.sigmoid(d, out=sigmoid_d), value=-2.0, out=outputs[t])  # o tanh(c_t)
+    return outputs, (h, d * -0.5)
 
 
 def tanh(x: Tensor, out: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from mnist_lstm import lstm as lstm_module
 from mnist_lstm.lstm import FusedLSTMLoop, RowLSTMClassifier, StackedLSTM
 from mnist_lstm.module import RowLSTMModule
 from tests.conftest import run_script
@@ -65,13 +66,13 @@ class FreshFusedLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *tensors: torch.Tensor):
         ctx.save_for_backward(*tensors)
-        return FusedLSTMLoop.apply(*tensors, False)
+        return FusedLSTMLoop.apply(*tensors)
 
     @staticmethod
     def backward(ctx, *grad_outputs: torch.Tensor):
         with torch.enable_grad():
             tensors = [t.detach().requires_grad_() for t in ctx.saved_tensors]
-            outputs = FusedLSTMLoop.apply(*tensors, True)
+            outputs = FusedLSTMLoop.apply(*tensors)
             return torch.autograd.grad(outputs, tensors, grad_outputs)
 
 
@@ -139,7 +140,7 @@ def test_training_with_dropout_is_the_same_on_both_paths() -> None:
 
 @pytest.mark.parametrize("layer_num", [1, 2])
 def test_inference_path_gives_the_training_path_results(layer_num: int) -> None:
-    """Without gradients the fused loop computes the gates step by step and keeps nothing: same numbers."""
+    """Without gradients lstm_inference runs (gates step by step, nothing kept): the training path's numbers."""
     torch.manual_seed(0)
     lstm = StackedLSTM(28, 32, layer_num, dropout=0.5).eval()
     x = torch.rand(28, 50, 28)
@@ -149,6 +150,33 @@ def test_inference_path_gives_the_training_path_results(layer_num: int) -> None:
         without, (h_inf, c_inf) = lstm(x)
     torch.testing.assert_close(without, with_grad.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close((h_inf, c_inf), (h.detach(), c.detach()), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer_num", [1, 3])
+def test_inference_loop_is_exactly_nn_lstm(layer_num: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lstm_inference rewrites the step (gates reordered, tanh through sigmoid, the cell carried as -2c):
+    in float64 its outputs and final states equal nn.LSTM's, from a given state, which it leaves untouched."""
+    torch.manual_seed(layer_num)
+    steps, batch, inputs, hidden = 6, 3, 7, 5
+    ours = StackedLSTM(inputs, hidden, layer_num, dropout=0.5).double().eval()
+    reference = nn.LSTM(inputs, hidden, layer_num).double()
+    copy_into_nn_lstm(ours, reference)
+    x = torch.randn(steps, batch, inputs, dtype=torch.double)
+    state = (torch.randn(layer_num, batch, hidden).double(), torch.randn(layer_num, batch, hidden).double() * 3)
+    given = tuple(s.clone() for s in state)
+    calls, inference = [], lstm_module.lstm_inference
+
+    def counted(*args: torch.Tensor):
+        calls.append(args[0].shape)
+        return inference(*args)
+
+    monkeypatch.setattr(lstm_module, "lstm_inference", counted)
+    with torch.no_grad():
+        out, (h, c) = ours(x, state)
+    ref_out, (ref_h, ref_c) = reference(x, state)
+    assert len(calls) == layer_num  # the inference loop ran, once per layer
+    torch.testing.assert_close((out, h, c), (ref_out.detach(), ref_h.detach(), ref_c.detach()), rtol=0, atol=1e-12)
+    torch.testing.assert_close(state, given, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("cell", ["custom", "torch"])
