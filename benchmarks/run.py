@@ -50,6 +50,8 @@ class Sizes:
     e2e_warmup: int
     e2e_rounds: int
     e2e_model: tuple[int, int, int]  # hidden_size, layer_num, batch_size
+    e2e_small: tuple[int, int, int, int]  # a model whose step is short, so the framework's cost per step shows;
+    # hidden_size, layer_num, batch_size, steps
     alone_calls: dict[str, tuple[int, int]]  # each mode's (timed calls, warmup calls) in a process of its own
 
 
@@ -63,9 +65,12 @@ FULL = Sizes(
     8,
     2,
     (256, 2, 128),
+    (8, 1, 128, 1200),
     {"train": (15, 5), "infer": (2, 1)},
 )
-SMOKE = Sizes(((16, 2), (16, 1)), 8, 128, 64, 1, 6, 2, 1, (16, 1, 16), {"train": (2, 1), "infer": (1, 1)})
+SMOKE = Sizes(
+    ((16, 2), (16, 1)), 8, 128, 64, 1, 6, 2, 1, (16, 1, 16), (8, 1, 16, 6), {"train": (2, 1), "infer": (1, 1)}
+)
 
 
 def machine(device: torch.device) -> dict[str, object]:
@@ -291,28 +296,15 @@ def inference(sizes: Sizes, rounds: int, device: torch.device) -> list[dict[str,
 
 def end_to_end(sizes: Sizes, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
     """train.py against a bare loop, interleaved run by run: steps per second and the overhead (on a GPU
-    also both with model.cuda_graph=true)."""
+    also both with model.cuda_graph=true); then the same for a small model, in milliseconds per step."""
     hidden, layers, batch = sizes.e2e_model
-    overrides = [f"hidden_size={hidden}", f"layer_num={layers}", f"batch_size={batch}"]
     steps, warmup = sizes.e2e_steps, sizes.e2e_warmup
     if device.type == "cuda" and not args.smoke:  # GPU steps take milliseconds: time more of them
         steps, warmup = 400, 50
+    rounds = 1 if args.smoke else sizes.e2e_rounds
     row: dict[str, object] = {"steps": steps, "hidden": hidden, "layers": layers, "batch": batch}
     for graph in (False, True) if device.type == "cuda" else (False,):
-        script, bare = [], []
-        extra = ["model.cuda_graph=true"] if graph else []
-        for _ in range(1 if args.smoke else sizes.e2e_rounds):
-            script.append(
-                e2e.train_script_steps_per_second(steps, warmup, args.data_dir, device.type, *overrides, *extra)
-            )
-            bare.append(
-                e2e.bare_loop_steps_per_second(
-                    steps, warmup, args.data_dir, device.type, hidden, layers, batch, cuda_graph=graph
-                )
-            )
-        overhead = statistics.median(b / s - 1 for b, s in zip(bare, script, strict=True))
-        pair = {"train_py_steps_per_s": statistics.median(script), "bare_steps_per_s": statistics.median(bare)}
-        pair["overhead_percent"] = 100 * overhead
+        pair = script_against_bare(args.data_dir, device, (hidden, layers, batch), steps, warmup, rounds, graph)
         if graph:
             row["cuda_graph"] = pair
         else:
@@ -322,7 +314,33 @@ def end_to_end(sizes: Sizes, args: argparse.Namespace, device: torch.device) -> 
             f"bare {pair['bare_steps_per_s']:.2f}",
             flush=True,
         )
+    *small, steps = sizes.e2e_small
+    small_rounds = 1 if args.smoke else 2 * rounds  # the differences are a millisecond: more rounds
+    pair = script_against_bare(args.data_dir, device, small, steps, min(50, steps // 3), small_rounds, graph=False)
+    row["small"] = {"hidden": small[0], "layers": small[1], "batch": small[2], "steps": steps, **pair}
+    print(f"end to end, small model: {pair['overhead_ms_per_step']:.2f} ms of overhead per step", flush=True)
     return row
+
+
+def script_against_bare(
+    data_dir: str, device: torch.device, model: tuple[int, int, int], steps: int, warmup: int, rounds: int, graph: bool
+) -> dict[str, float]:
+    """train.py and the bare loop, alternately, `rounds` times each: median steps per second, and the median
+    over rounds of the overhead, in percent and in milliseconds per step."""
+    hidden, layers, batch = model
+    overrides = [f"hidden_size={hidden}", f"layer_num={layers}", f"batch_size={batch}"]
+    overrides += ["model.cuda_graph=true"] if graph else []
+    script, bare = [], []
+    for _ in range(rounds):
+        script.append(e2e.train_script_steps_per_second(steps, warmup, data_dir, device.type, *overrides))
+        bare.append(e2e.bare_loop_steps_per_second(steps, warmup, data_dir, device.type, hidden, layers, batch, graph))
+    pairs = list(zip(bare, script, strict=True))
+    return {
+        "train_py_steps_per_s": statistics.median(script),
+        "bare_steps_per_s": statistics.median(bare),
+        "overhead_percent": 100 * statistics.median(b / s - 1 for b, s in pairs),
+        "overhead_ms_per_step": 1e3 * statistics.median(1 / s - 1 / b for b, s in pairs),
+    }
 
 
 def markdown(results: dict[str, object]) -> str:
@@ -386,6 +404,14 @@ def markdown(results: dict[str, object]) -> str:
             f" With model.cuda_graph=true: train.py {g['train_py_steps_per_s']:.2f} steps/s, bare loop "
             f"{g['bare_steps_per_s']:.2f} steps/s: overhead {g['overhead_percent']:.1f}%."
         )
+    if "small" in e:
+        m = e["small"]
+        lines[-1] += (
+            f" A small model, whose step is short enough for the framework's cost to show (hidden {m['hidden']}, "
+            f"{m['layers']} layer, batch {m['batch']}, {m['steps']} steps): train.py "
+            f"{1e3 / m['train_py_steps_per_s']:.2f} ms per step, bare loop {1e3 / m['bare_steps_per_s']:.2f} ms: "
+            f"{m['overhead_ms_per_step']:.2f} ms of overhead per step."
+        )
     if "recipe" in results:
         lines += [
             "",
@@ -413,7 +439,11 @@ def write(results: dict[str, object], out: Path) -> None:
     rows = [{"section": "train_step", **r} for r in results["train_step"]]
     rows += [{"section": "alone", **r} for r in results.get("alone", [])]
     rows += [{"section": "inference", **r} for r in results["inference"]]
-    rows.append({"section": "e2e", **results["e2e"]})
+    e2e_row = dict(results["e2e"])
+    small = e2e_row.pop("small", None)
+    rows.append({"section": "e2e", **e2e_row})
+    if small is not None:
+        rows.append({"section": "e2e_small", **small})
     fields = sorted({key for row in rows for key in row})
     with open(out / "results.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields)

@@ -69,10 +69,17 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
 
     e2e = results["e2e"]
     assert e2e["train_py_steps_per_s"] > 0 and e2e["bare_steps_per_s"] > 0
+    small = e2e["small"]
+    assert (small["hidden"], small["steps"]) == (8, 6) and small["train_py_steps_per_s"] > 0
+    assert small["overhead_ms_per_step"] == pytest.approx(
+        1e3 / small["train_py_steps_per_s"] - 1e3 / small["bare_steps_per_s"]
+    )
 
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == len(results["train_step"]) + len(results["alone"]) + len(results["inference"]) + 1
+    assert len(rows) == len(results["train_step"]) + len(results["alone"]) + len(results["inference"]) + 2
+    assert rows[-1]["section"] == "e2e_small"
     table = (out / "results.md").read_text()
     assert "Command: `python -m benchmarks.run --smoke" in table and "| 16 | 2 | 8 | ours |" in table
     assert "| cnn |" in table and "overhead" in table and "| training step, batch 8 |" in table
+    assert "ms of overhead per step" in table

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_lstm.data import MNISTDataModule
+from mnist_lstm.module import RowLSTMModule
 from tests.conftest import run_script
 
 
@@ -39,14 +43,48 @@ def test_tensorboard_scalars_are_logged_and_learning_happened(tiny_run: tuple[Pa
     for tag in ["train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"]:
         assert tag in logged, f"{tag} missing from {sorted(logged)}"
     assert [step for step, _ in logged["val/acc"]] == [19, 39]  # validated at steps 20 and 40
+    # Step metrics are written every trainer.log_every_n_steps (10) steps, as Lightning writes them.
+    assert [step for step, _ in logged["train/loss"]] == [9, 19, 29, 39]
+    assert [step for step, _ in logged["train/acc"]] == [9, 19, 29, 39]
     train_loss = [v for _, v in logged["train/loss"]]
-    assert len(train_loss) >= 4 and train_loss[-1] < train_loss[0]  # it learns
+    assert train_loss[-1] < train_loss[0]  # it learns
     ((_, test_acc),) = logged["test/acc"]
     assert 0.3 < test_acc <= 1.0  # far above chance after 40 steps
     best = max(v for _, v in logged["val/acc"])
     assert logged["val/acc_best"][-1][1] == pytest.approx(best)
     # Hyperparameters are logged against real metrics, not Lightning's placeholder.
     assert "hparams/test_acc" in logged and "hp_metric" not in logged
+
+
+def test_training_metrics_are_computed_and_logged_only_on_the_steps_lightning_writes(
+    mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """self.log costs CPU time at every call, so the training step logs only every log_every_n_steps steps."""
+    logged, computed = [], []
+    log = RowLSTMModule.log
+
+    def spy(module: RowLSTMModule, name: str, *args: object, **kwargs: object) -> None:
+        logged.append((module.trainer.global_step, name))
+        log(module, name, *args, **kwargs)
+
+    monkeypatch.setattr(RowLSTMModule, "log", spy)
+    model = RowLSTMModule(hidden_size=8, layer_num=1, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    model.train_acc.register_forward_hook(lambda *_: computed.append(model.trainer.global_step))
+    data = MNISTDataModule(str(mnist_dir), batch_size=16, download=False)
+    trainer = L.Trainer(
+        max_steps=12,
+        log_every_n_steps=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(model, data)
+    assert logged == [(step, name) for step in (3, 7, 11) for name in ("train/loss", "train/acc")]
+    assert computed == [3, 7, 11]
+    assert trainer.callback_metrics["train/loss"] > 0
 
 
 def test_run_says_where_it_writes_and_how_to_watch(tiny_run: tuple[Path, str]) -> None:
