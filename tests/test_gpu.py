@@ -56,6 +56,20 @@ def test_fused_loop_on_cuda_matches_cudnn_and_the_plain_loop(layer_num: int) -> 
         )
 
 
+@pytest.mark.parametrize("layer_num", [1, 2])
+def test_inference_loop_on_cuda_matches_cudnn(layer_num: int) -> None:
+    """Without gradients lstm_inference runs (one sigmoid for the four gates, the cell as -2c): cuDNN's numbers."""
+    torch.manual_seed(layer_num)
+    fused, _ = twins(layer_num, 32, 28)
+    fused = fused.to(CUDA).eval()
+    reference = torch.nn.LSTM(28, 32, layer_num).double().to(CUDA)
+    copy_into_nn_lstm(fused, reference)
+    x = torch.randn(28, 16, 28, dtype=torch.double, device=CUDA)
+    state = tuple(torch.randn(layer_num, 16, 32, dtype=torch.double, device=CUDA) for _ in range(2))
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x, state), reference(x, state), rtol=0, atol=1e-10)
+
+
 def _train(net: torch.nn.Module, step_net, batches) -> list[torch.Tensor]:
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
