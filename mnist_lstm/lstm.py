@@ -174,13 +174,15 @@ class FusedLSTMLoop(torch.autograd.Function):
 
 
 def lstm_inference(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """`lstm_loop` without gradients (evaluation, prediction), in 6 elementwise passes per step, not 13.
+    """`lstm_loop` without gradients (evaluation, prediction), in 6 elementwise passes per step (the fused
+    loop's forward makes 13 before its derivatives).
 
-    Elementwise work, not the matmuls, is where a CPU step loses time to oneDNN's fused kernel, so two exact
-    rewrites save passes over memory. tanh(z) = 2 sigmoid(2z) - 1, so with the candidate gate's rows moved
-    last and doubled, one sigmoid activates all four gates. The cell is carried as d = -2c, so
-    tanh(c) = 1 - 2 sigmoid(d) and h = o tanh(c) is one multiply-add. Nothing is kept per step, and the input
-    part of the gates is computed step by step, so a large batch never holds a (time, batch, 4*hidden) tensor.
+    Elementwise work, not the matmuls, is where a CPU step loses time to oneDNN's fused kernel, so two
+    rewrites, exact in arithmetic, save passes over memory. tanh(z) = 2 sigmoid(2z) - 1, so with the
+    candidate gate's rows moved last and doubled, one sigmoid activates all four gates. The cell is carried
+    as d = -2c, so tanh(c) = 1 - 2 sigmoid(d) and h = o tanh(c) is one multiply-add. Nothing is kept per
+    step, and the input part of the gates is computed step by step, so a large batch never holds a
+    (time, batch, 4*hidden) tensor.
     """
     steps, batch, input_size = x.shape
     hidden = h.shape[1]

@@ -202,8 +202,8 @@ def test_a_bad_override_fails_in_a_real_process_with_status_1(tmp_path: Path) ->
 # ---------------------------------------------------------------- kill and resume
 
 
-# 300 steps, validated (and last.ckpt saved) every 100: a signal sent once the first last.ckpt exists lands
-# with ~200 steps to go, however fast the steps run.
+# 300 steps, validated (and last.ckpt saved) every 100: a signal sent as soon as a run's first last.ckpt
+# exists lands with ~200 steps to go (a second or two of this tiny model's steps).
 STEPS, VAL_EVERY = 300, 100
 TINY = ["hidden_size=16", "layer_num=1", f"max_steps={STEPS}", f"val_every={VAL_EVERY}", "+trainer.limit_val_batches=1"]
 TINY += ["test=false", "trainer.deterministic=true", "trainer.accelerator=cpu"]
@@ -217,12 +217,20 @@ def start(run_dir: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+def signal_once_saved(runs: dict[signal.Signals, subprocess.Popen], root: Path, timeout: float = 300) -> None:
+    """Send each run its signal as soon as its first last.ckpt appears: all runs are watched at once, since
+    one that starts faster than the others may be near its end while a sequential wait is on another."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+    waiting = dict(runs)
+    while waiting:
+        for sig, process in list(waiting.items()):
+            if (root / sig.name / "checkpoints" / "last.ckpt").exists():  # validated and saved at step 100
+                process.send_signal(sig)
+                del waiting[sig]
+            else:
+                assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"no last.ckpt from {[sig.name for sig in waiting]}"
+        time.sleep(0.01)
 
 
 def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -237,9 +245,7 @@ def test_killed_runs_resume_to_the_same_weights_and_curves(mnist_dir: Path, tmp_
     last.ckpt, ends with exactly the weights, optimiser state and TensorBoard curves of a run never stopped."""
     full = start(tmp_path / "full", mnist_dir)
     stopped = {sig: start(tmp_path / sig.name, mnist_dir) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)}
-    for sig, process in stopped.items():
-        wait_for(tmp_path / sig.name / "checkpoints" / "last.ckpt", process)  # validated and saved at step 100
-        process.send_signal(sig)
+    signal_once_saved(stopped, tmp_path)
     outputs = {sig: process.communicate(timeout=300)[0] for sig, process in stopped.items()}
     assert full.wait(timeout=300) == 0, full.communicate()[0][-3000:]
 
