@@ -186,22 +186,26 @@ def lstm_inference(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor
     """
     steps, batch, input_size = x.shape
     hidden = h.shape[1]
-    i, f, g, o = weight.chunk(4)
-    weight = torch.cat([i, f, o, 2 * g])  # rows (i, f, o, 2g)
-    i, f, g, o = bias.chunk(4)
-    bias = torch.cat([i, f, o, 2 * g])
+    weight, bias = _candidate_last_and_doubled(weight), _candidate_last_and_doubled(bias)
     w_input, w_hidden = weight.split([input_size, hidden], dim=1)
+    w_input_t = w_input.t()
     w_hidden_t = w_hidden.t().contiguous()  # (hidden, 4*hidden), the layout the step's matmul reads fastest
     outputs = x.new_empty(steps, batch, hidden)
     gates, sigmoid_d = x.new_empty(batch, 4 * hidden), x.new_empty(batch, hidden)
     d = c * -2.0
 
     for t in range(steps):  # the explicit unrolling, as in lstm_loop
-        torch.addmm(bias, x[t], w_input.t(), out=gates).addmm_(h, w_hidden_t)
+        torch.addmm(bias, x[t], w_input_t, out=gates).addmm_(h, w_hidden_t)
         i, f, o, sigmoid_2g = gates.sigmoid_().chunk(4, dim=1)  # the candidate is g = 2 sigmoid_2g - 1
         d.mul_(f).addcmul_(i, sigmoid_2g, value=-4.0).add_(i, alpha=2.0)  # -2c_t = f (-2c_{t-1}) - 2 i g
         h = torch.addcmul(o, o, torch.sigmoid(d, out=sigmoid_d), value=-2.0, out=outputs[t])  # o tanh(c_t)
     return outputs, (h, d * -0.5)
+
+
+def _candidate_last_and_doubled(rows: Tensor) -> Tensor:
+    """A fused weight or bias, gate blocks (i, f, g, o) -> (i, f, o, 2g), for lstm_inference."""
+    i, f, g, o = rows.chunk(4)
+    return torch.cat([i, f, o, 2 * g])
 
 
 def tanh(x: Tensor, out: Tensor) -> Tensor:
