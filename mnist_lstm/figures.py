@@ -7,8 +7,10 @@ TensorBoard by the training callback alike.
 from __future__ import annotations
 
 import torch
+from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
+from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from mnist_lstm.lstm import RowLSTMClassifier
@@ -37,13 +39,54 @@ def _bar_colours(label: int | None, predicted: int, classes: int) -> list[str]:
     return colours
 
 
-def _show_digit(ax, image: Tensor, rows_read: int | None = None) -> None:
-    ax.imshow(image.cpu(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    if rows_read is not None and rows_read < image.shape[0]:
-        ax.axhspan(rows_read - 0.5, image.shape[0] - 0.5, color=UNREAD, alpha=0.75, linewidth=0)
-        ax.axhline(rows_read - 0.5, color=WRONG, linewidth=1.0)
-    ax.set_xticks([])
-    ax.set_yticks([])
+# The grid of the rows read, laid out in units of one digit pixel. A cell: the digit, a gap (which holds the
+# charts' 0..1 labels in the first column), the bar chart, a margin; above it, its title; below the bottom
+# cells, the classes.
+DIGIT, GAP, CHART, MARGIN, TITLE, LABELS = 28, 7, 67, 9, 8, 3
+CELL_WIDTH, CELL_HEIGHT = DIGIT + GAP + CHART + MARGIN, TITLE + DIGIT + LABELS
+
+
+def _draw_row_grid(ax, image: Tensor, probabilities: Tensor, label: int | None, columns: int = 4) -> None:
+    """After each row t: the digit with the rows not read yet veiled, beside a bar chart of the 10 probabilities
+    (0..1). All in one axes, placed by hand: one axes per panel (56 of them) took over a second per figure to
+    build and draw, most of the time a training run spends on its test figures."""
+    rows, classes = probabilities.shape
+    bar_width = CHART / classes
+    bars: dict[str, list] = {"x": [], "height": [], "bottom": [], "color": []}
+    veils, cuts, frames, halves = [], [], [], []
+    for t in range(rows):
+        read, (r, c) = t + 1, divmod(t, columns)
+        x, top = c * CELL_WIDTH, r * CELL_HEIGHT + TITLE  # the digit's top left corner (y grows downwards)
+        chart, bottom = x + DIGIT + GAP, top + DIGIT
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=(x, x + DIGIT, bottom, top))
+        if read < rows:  # the rows not read yet, veiled under a red line
+            veils.append(Rectangle((x, top + read), DIGIT, DIGIT - read))
+            cuts.append([(x, top + read), (x + DIGIT, top + read)])
+        predicted = int(probabilities[t].argmax())
+        centres = [chart + (k + 0.5) * bar_width for k in range(classes)]
+        bars["x"] += centres
+        bars["height"] += (-DIGIT * probabilities[t]).tolist()  # upwards from the chart's bottom
+        bars["bottom"] += [bottom] * classes
+        bars["color"] += _bar_colours(label, predicted, classes)
+        frames.append(Rectangle((chart, top), CHART, DIGIT))
+        halves.append([(chart, top + DIGIT / 2), (chart + CHART, top + DIGIT / 2)])
+        title = f"row {read}: {predicted} ({probabilities[t, predicted]:.0%})"
+        ax.text(chart + CHART / 2, top - 0.8, title, ha="center", va="bottom", fontsize=9)
+        if c == 0:  # the probability scale, shared by every chart
+            for value in (0, 0.5, 1):
+                ax.text(chart - 0.8, bottom - value * DIGIT, f"{value:g}", ha="right", va="center", fontsize=7)
+        if t + columns >= rows:  # the classes under the bottom charts (every chart has them in the same order)
+            for k, centre in enumerate(centres):
+                ax.text(centre, bottom + 0.6, str(k), ha="center", va="top", fontsize=7)
+    ax.bar(**bars, width=0.8 * bar_width)
+    ax.add_collection(PatchCollection(veils, facecolor=UNREAD, alpha=0.75, linewidth=0))
+    ax.add_collection(LineCollection(cuts, colors=WRONG, linewidths=1.0))
+    ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.8))
+    ax.add_collection(LineCollection(halves, colors="black", linewidths=0.8, alpha=0.3))
+    cell_rows = -(-rows // columns)
+    ax.set(xlim=(-GAP, columns * CELL_WIDTH - MARGIN), ylim=(cell_rows * CELL_HEIGHT, 0), aspect="equal")
+    ax.set_anchor("N")  # right under the heading; the fixed aspect leaves any spare height below
+    ax.set_axis_off()
 
 
 def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = None, title: str = "") -> Figure:
@@ -56,10 +99,10 @@ def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = Non
     probabilities = probabilities.detach().cpu()
     rows, classes = probabilities.shape
     answer = int(probabilities[-1].argmax())
-    # Fixed positions, not constrained layout: laying out 60 axes automatically costs seconds per figure.
+    # Fixed positions (GridSpec), not constrained layout: the row grid below keeps the aspect it is drawn in.
     fig = Figure(figsize=(16, 17))
     outer = GridSpec(
-        2, 1, figure=fig, height_ratios=[1, 3.4], hspace=0.12, left=0.05, right=0.98, top=0.94, bottom=0.02
+        2, 1, figure=fig, height_ratios=[1, 1.75], hspace=0.12, left=0.05, right=0.98, top=0.94, bottom=0.02
     )
 
     # The digit and the whole story at a glance.
@@ -98,28 +141,11 @@ def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = Non
     ax_lines.set_title("probability of each class after each row read", fontsize=13)
 
     # The 7x4 grid of the tutorial: after row t, the digit read so far and the 10 probabilities.
-    grid = outer[1].subgridspec(7, 8, width_ratios=[1, 2.4] * 4, hspace=0.45, wspace=0.12)
-    shared = None
-    for t in range(rows):
-        r, c = divmod(t, 4)
-        _show_digit(fig.add_subplot(grid[r, 2 * c]), image, rows_read=t + 1)
-        ax = fig.add_subplot(grid[r, 2 * c + 1], sharey=shared)
-        shared = shared or ax
-        predicted = int(probabilities[t].argmax())
-        ax.bar(range(classes), probabilities[t], color=_bar_colours(label, predicted, classes), width=0.8)
-        ax.set_ylim(0, 1)
-        ax.set_xticks(range(classes), [str(k) for k in range(classes)], fontsize=7)
-        ax.tick_params(axis="x", length=0, pad=1)
-        ax.set_yticks([0, 0.5, 1])
-        if c:
-            ax.tick_params(axis="y", labelleft=False)
-        else:
-            ax.tick_params(axis="y", labelsize=7)
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_title(f"row {t + 1}: {predicted} ({probabilities[t, predicted]:.0%})", fontsize=9, pad=2)
+    ax_grid = fig.add_subplot(outer[1])
+    _draw_row_grid(ax_grid, image.cpu(), probabilities, label)
     fig.text(
         0.5,
-        outer[1].get_position(fig).y1 + 0.012,
+        ax_grid.get_position().y1 + 0.012,
         "after each row: the rows read so far (unread rows veiled) and the class probabilities "
         + ("(the predicted class blue)" if label is None else "(true class green, a wrong answer red)"),
         ha="center",
