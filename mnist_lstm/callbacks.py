@@ -117,20 +117,58 @@ class RestoreRNG(L.Callback):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stops training at the first step whose loss is NaN or infinite, before its backward pass: the
-    weights and every checkpoint stay as they were after the last good step.
+    """Stops training at the first step whose loss is NaN or infinite, before any checkpoint, logged metric or
+    validation sees it, and says which step it was.
 
-    (Lightning's EarlyStopping(check_finite=True) only looks at validation time, after the damage.)
+    On the CPU the loss is checked before its backward pass: the weights stay as they were after the last good
+    step. (Lightning's EarlyStopping(check_finite=True) only looks at validation time, after the damage.)
+
+    On a GPU (`deferred`, by default there) reading the loss makes the CPU wait for the GPU at every step, which
+    leaves a CUDA-graphed step waiting on Lightning's CPU work and the reverse. There each step's loss is kept on
+    the device and they are read together where Lightning waits for the GPU anyway or where something would see
+    the weights: every `trainer.log_every_n_steps` steps (when it writes the step metrics), before validation,
+    before a checkpoint is written, and at the end of training. The run then stops a few steps late, and the
+    weights in memory have taken the bad steps, but every checkpoint is still from before the first one.
     """
 
+    def __init__(self, deferred: bool | None = None) -> None:
+        self.deferred = deferred
+        self._losses: list[tuple[int, torch.Tensor]] = []  # (step, loss) not checked yet
+
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        if torch.isfinite(loss).all():
+        self._losses.append((trainer.global_step + 1, loss.detach()))
+        deferred = self.deferred if self.deferred is not None else loss.device.type != "cpu"
+        if not deferred:
+            self._check(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        every = trainer.log_every_n_steps
+        if every <= 0 or trainer.global_step % every == 0:  # the steps whose metrics Lightning writes
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._check(trainer)  # raising here writes nothing: Lightning saves the checkpoint after this hook
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        """Read the losses kept so far (one wait for the device); raise at the first that is not finite."""
+        if not self._losses:
             return
-        step = trainer.global_step + 1
+        steps, losses = zip(*self._losses, strict=True)
+        self._losses = []
+        finite = torch.isfinite(torch.stack(losses)).tolist()
+        if all(finite):
+            return
+        bad = finite.index(False)
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
         saved = f"the last checkpoint, {last}, is from before it" if last else "no checkpoint was written"
         raise UserError(
-            f"the training loss became {loss.item()} at step {step}; {saved}; "
+            f"the training loss became {losses[bad].item()} at step {steps[bad]}; {saved}; "
             f"lower lr (it is {lr:g}) or clip gradients (trainer.gradient_clip_val=1.0) and train again"
         )

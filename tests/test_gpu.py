@@ -9,16 +9,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
+from functools import partial
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from mnist_lstm.callbacks import StopOnNonFiniteLoss
 from mnist_lstm.cuda_graph import GraphedTraining
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.lstm import RowLSTMClassifier
+from mnist_lstm.module import RowLSTMModule
 from tests.conftest import REPO
 from tests.test_fast_paths import run, twins
 from tests.test_lstm import copy_into_nn_lstm, nn_lstm_grads_as_ours
@@ -139,6 +144,48 @@ def test_data_is_kept_on_the_gpu_and_batches_are_gathered_there(mnist_dir: Path)
     torch.manual_seed(3)
     cpu_images, cpu_labels = next(iter(on_cpu.train_dataloader()))
     assert images.is_cuda and torch.equal(images.cpu(), cpu_images) and torch.equal(labels.cpu(), cpu_labels)
+
+
+def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path) -> None:
+    """Between the steps Lightning writes metrics at, a CUDA-graphed training step in Lightning never makes the
+    CPU wait for the GPU (no .item(), no copy of a result to the host), so the CPU queues the next steps while
+    the GPU runs this one: StopOnNonFiniteLoss reads its losses on the logging steps only, the batches are
+    gathered on the device, the metrics are computed only when written."""
+
+    class WatchForWaits(L.Callback):  # torch warns at every synchronising CUDA call from step 5 to step 25
+        def on_train_batch_start(self, trainer: L.Trainer, *_) -> None:
+            if trainer.global_step == 5:
+                torch.cuda.set_sync_debug_mode("warn")
+
+        def on_train_batch_end(self, trainer: L.Trainer, *_) -> None:
+            if trainer.global_step == 25:
+                torch.cuda.set_sync_debug_mode(0)
+
+    module = RowLSTMModule(hidden_size=64, cuda_graph=True, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_steps=30,
+        log_every_n_steps=50,  # no step inside the window writes metrics
+        limit_val_batches=0,
+        callbacks=[StopOnNonFiniteLoss(), WatchForWaits()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    data = MNISTDataModule(data_dir=str(mnist_dir), download=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            trainer.fit(module, datamodule=data)
+            torch.cuda.set_sync_debug_mode("warn")
+            torch.ones(1, device=CUDA).item()  # the control: a wait that must be seen
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    waits = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)]
+    assert trainer.global_step == 30 and module.graphed_training.graphed is not None
+    assert len(waits) == 1 and "test_gpu.py" in waits[0], "\n".join(waits)
 
 
 def test_train_script_on_the_gpu_with_a_cuda_graph(mnist_dir: Path, tmp_path: Path) -> None:

@@ -411,6 +411,45 @@ def test_a_non_finite_loss_stops_before_anything_is_saved_over_the_last_good_che
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
 
+@pytest.mark.parametrize(
+    ("log_every", "save_every", "stopped_at", "saved_at"),
+    [
+        (4, 5, 8, 5),  # read when the step metrics are written (step 8), before the step-10 checkpoint
+        (50, 4, 8, 4),  # read before the step-8 checkpoint is written: it is not written
+    ],
+)
+def test_a_deferred_check_reads_the_loss_only_where_it_must_and_still_saves_nothing_after_it(
+    tmp_path: Path, log_every: int, save_every: int, stopped_at: int, saved_at: int
+) -> None:
+    """The GPU's way (`deferred`, run here on the CPU): the losses are read every log_every_n_steps steps,
+    before validation and before a checkpoint, not at every step; the stop still names the first bad step
+    and every checkpoint is from before it."""
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=save_every, save_last=True)
+    stop = StopOnNonFiniteLoss(deferred=True)
+    reads: list[int] = []
+    check = stop._check
+    stop._check = lambda trainer: (reads.append(len(stop._losses)), check(trainer))  # losses read per check
+    trainer = L.Trainer(
+        max_steps=20,
+        callbacks=[checkpoints, stop],
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        log_every_n_steps=log_every,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    with pytest.raises(UserError) as err:
+        trainer.fit(ExplodesAtStep7())
+    assert str(err.value).startswith(f"the training loss became nan at step 7; the last checkpoint, {tmp_path}")
+    assert trainer.global_step == stopped_at  # it ran on past the bad step, to the first read
+    assert sum(reads) == stopped_at and max(reads) > 1  # every loss read once, several at a time
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert last["global_step"] == saved_at
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+    assert not list(tmp_path.glob(f"*step={stopped_at}*"))
+
+
 # ---------------------------------------------------------------- data
 
 
