@@ -75,11 +75,16 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
         1e3 / small["train_py_steps_per_s"] - 1e3 / small["bare_steps_per_s"]
     )
 
+    whole = e2e["whole_run"]  # a whole train.py run, test and figures included, split into its phases
+    assert whole["steps"] == 6 and min(whole["to_train_start_s"], whole["steps_s"], whole["after_steps_s"]) > 0
+    phases = whole["to_train_start_s"] + whole["steps_s"] + whole["after_steps_s"]
+    assert whole["wall_s"] == pytest.approx(phases)
+
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == len(results["train_step"]) + len(results["alone"]) + len(results["inference"]) + 2
-    assert rows[-1]["section"] == "e2e_small"
+    assert len(rows) == len(results["train_step"]) + len(results["alone"]) + len(results["inference"]) + 3
+    assert [row["section"] for row in rows[-2:]] == ["e2e_small", "whole_run"]
     table = (out / "results.md").read_text()
     assert "Command: `python -m benchmarks.run --smoke" in table and "| 16 | 2 | 8 | ours |" in table
     assert "| cnn |" in table and "overhead" in table and "| training step, batch 8 |" in table
-    assert "ms of overhead per step" in table
+    assert "ms of overhead per step" in table and "A whole train.py run of the small model (6 steps" in table
