@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import shutil
 import sys
 from collections.abc import Callable
@@ -69,6 +71,10 @@ def hydra_main(config_name: str, config_path: str = "../conf", resumable: bool =
 
         @functools.wraps(task)
         def main() -> T | None:
+            # At exit, Python's teardown runs the cyclic garbage collector over the ~1 million objects of
+            # torch, Lightning and matplotlib's modules: about a second here. Frozen, they are left alone (every
+            # file this run writes is closed before then: checkpoints, TensorBoard events, the log).
+            atexit.register(gc.freeze)
             try:
                 sys.argv[1:] = prepare_command_line(config_dir, config_name, sys.argv[1:], resumable)
                 return run()
