@@ -117,8 +117,8 @@ class RestoreRNG(L.Callback):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stops training at the first step whose loss is NaN or infinite, before any checkpoint, logged metric or
-    validation sees it, and says which step it was.
+    """Stops training at the first step whose loss is NaN or infinite, before any checkpoint, logger or validation
+    sees it, and says which step it was.
 
     On the CPU the loss is checked before its backward pass: the weights stay as they were after the last good
     step. (Lightning's EarlyStopping(check_finite=True) only looks at validation time, after the damage.)
@@ -127,8 +127,8 @@ class StopOnNonFiniteLoss(L.Callback):
     leaves a CUDA-graphed step waiting on Lightning's CPU work and the reverse. There each step's loss is kept on
     the device and they are read together where Lightning waits for the GPU anyway or where something would see
     the weights: every `trainer.log_every_n_steps` steps (when it writes the step metrics), before validation,
-    before a checkpoint is written, and at the end of training. The run then stops a few steps late, and the
-    weights in memory have taken the bad steps, but every checkpoint is still from before the first one.
+    before a checkpoint is written, and at the end of training. The run then stops up to that many steps late,
+    and the weights in memory have taken the bad steps, but every checkpoint is still from before the first one.
     """
 
     def __init__(self, deferred: bool | None = None) -> None:
