@@ -6,7 +6,10 @@ TensorBoard by the training callback alike.
 
 from __future__ import annotations
 
+import math
+
 import torch
+from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
@@ -46,7 +49,7 @@ DIGIT, GAP, CHART, MARGIN, TITLE, LABELS = 28, 7, 67, 9, 8, 3
 CELL_WIDTH, CELL_HEIGHT = DIGIT + GAP + CHART + MARGIN, TITLE + DIGIT + LABELS
 
 
-def _draw_row_grid(ax, image: Tensor, probabilities: Tensor, label: int | None, columns: int = 4) -> None:
+def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | None, columns: int = 4) -> None:
     """After each row t: the digit with the rows not read yet veiled, beside a bar chart of the 10 probabilities
     (0..1). All in one axes, placed by hand: one axes per panel (56 of them) took over a second per figure to
     build and draw, most of the time a training run spends on its test figures."""
@@ -83,7 +86,7 @@ def _draw_row_grid(ax, image: Tensor, probabilities: Tensor, label: int | None, 
     ax.add_collection(LineCollection(cuts, colors=WRONG, linewidths=1.0))
     ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.8))
     ax.add_collection(LineCollection(halves, colors="black", linewidths=0.8, alpha=0.3))
-    cell_rows = -(-rows // columns)
+    cell_rows = math.ceil(rows / columns)
     ax.set(xlim=(-GAP, columns * CELL_WIDTH - MARGIN), ylim=(cell_rows * CELL_HEIGHT, 0), aspect="equal")
     ax.set_anchor("N")  # right under the heading; the fixed aspect leaves any spare height below
     ax.set_axis_off()

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.colors import to_hex
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lstm.checkpoint import load_model
 from mnist_lstm.data import load_mnist
 from mnist_lstm.errors import UserError
-from mnist_lstm.figures import confusion_figure, per_row_probabilities, reading_figure
+from mnist_lstm.figures import OTHER, TRUE, WRONG, confusion_figure, per_row_probabilities, reading_figure
 from mnist_lstm.images import load_digit, to_mnist
 from mnist_lstm.module import RowLSTMModule
 from mnist_lstm.visualize import most_confidently_wrong
@@ -57,6 +58,30 @@ def test_figures_are_images_of_the_expected_size(model: RowLSTMModule, test_imag
     confusion = torch.tensor([[5, 1], [0, 4]])
     confusion_figure(confusion).savefig(buffer, format="png", dpi=40)
     assert png_size(buffer.getvalue()) == (340, 300)
+
+
+def test_reading_figure_shows_every_row_read_with_its_probabilities() -> None:
+    """The 28 panels of the row grid: the digit after each row (rows not read yet veiled), and bars whose
+    heights are that row's probabilities, the true class green and a wrong answer red."""
+    torch.manual_seed(0)
+    probabilities = torch.rand(28, 10).softmax(dim=-1)
+    probabilities[27] = torch.nn.functional.one_hot(torch.tensor(4), 10).float()
+    figure = reading_figure(torch.rand(28, 28), probabilities, label=3)
+    grid = next(ax for ax in figure.axes if len(ax.images) == 28)  # one digit per row read
+    (bars,) = grid.containers
+    heights = torch.tensor([-bar.get_height() for bar in bars], dtype=torch.float32).view(28, 10)
+    torch.testing.assert_close(heights / heights[27].max(), probabilities)  # the scale: a full bar is 1
+    colours = [to_hex(bar.get_facecolor()) for bar in bars]
+    for t in range(28):
+        predicted = int(probabilities[t].argmax())
+        assert colours[10 * t + 3] == TRUE
+        assert colours[10 * t + predicted] == (TRUE if predicted == 3 else WRONG)
+        assert {colours[10 * t + k] for k in range(10) if k not in (3, predicted)} <= {OTHER}
+    titles = [text.get_text() for text in grid.texts if text.get_text().startswith("row ")]
+    assert titles[0] == f"row 1: {int(probabilities[0].argmax())} ({probabilities[0].max():.0%})"
+    assert titles[-1] == "row 28: 4 (100%)" and len(titles) == 28
+    veils = next(c for c in grid.collections if len(c.get_paths()) == 27)  # row 28 has nothing left to veil
+    assert [round(path.get_extents().height) for path in veils.get_paths()] == list(range(27, 0, -1))
 
 
 def test_most_confidently_wrong_are_wrong_and_sorted(model: RowLSTMModule, test_images) -> None:
