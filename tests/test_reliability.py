@@ -390,17 +390,23 @@ class ExplodesAtStep7(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_a_non_finite_loss_stops_before_anything_is_saved_over_the_last_good_checkpoint(tmp_path: Path) -> None:
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=5, save_last=True)
-    trainer = L.Trainer(
+def trainer_saving_every(save_every: int, folder: Path, stop: StopOnNonFiniteLoss, **options) -> L.Trainer:
+    """A CPU Trainer of 20 steps that writes a checkpoint (and last.ckpt) into `folder` every `save_every` steps."""
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(folder, every_n_train_steps=save_every, save_last=True)
+    return L.Trainer(
         max_steps=20,
-        callbacks=[checkpoints, StopOnNonFiniteLoss()],
+        callbacks=[checkpoints, stop],
         plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
+        **options,
     )
+
+
+def test_a_non_finite_loss_stops_before_anything_is_saved_over_the_last_good_checkpoint(tmp_path: Path) -> None:
+    trainer = trainer_saving_every(5, tmp_path, StopOnNonFiniteLoss())
     with pytest.raises(UserError) as err:
         trainer.fit(ExplodesAtStep7())
     message = str(err.value)
@@ -424,21 +430,11 @@ def test_a_deferred_check_reads_the_loss_only_where_it_must_and_still_saves_noth
     """The GPU's way (`deferred`, run here on the CPU): the losses are read every log_every_n_steps steps,
     before validation and before a checkpoint, not at every step; the stop still names the first bad step
     and every checkpoint is from before it."""
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=save_every, save_last=True)
     stop = StopOnNonFiniteLoss(deferred=True)
     reads: list[int] = []
     check = stop._check
     stop._check = lambda trainer: (reads.append(len(stop._losses)), check(trainer))  # losses read per check
-    trainer = L.Trainer(
-        max_steps=20,
-        callbacks=[checkpoints, stop],
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        log_every_n_steps=log_every,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = trainer_saving_every(save_every, tmp_path, stop, log_every_n_steps=log_every)
     with pytest.raises(UserError) as err:
         trainer.fit(ExplodesAtStep7())
     assert str(err.value).startswith(f"the training loss became nan at step 7; the last checkpoint, {tmp_path}")
