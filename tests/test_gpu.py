@@ -1,7 +1,7 @@
 """The GPU paths, on a CUDA machine:  python -m pytest -m gpu  (deselected by default: CI has no GPU).
 
-Our fused loop against cuDNN's nn.LSTM, the CUDA-graphed training step against the eager one, the data
-kept on the device, and a real train.py run using both.
+Our fused loop against cuDNN's nn.LSTM, the CUDA-graphed training step against the eager one, graphed steps
+in Lightning that never wait for the GPU, the data kept on the device, and a real train.py run using both.
 """
 
 from __future__ import annotations
