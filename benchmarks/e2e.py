@@ -3,12 +3,14 @@ the same model on the same in-memory data, so framework and data-loading overhea
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -23,22 +25,56 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class StepTimer(L.Callback):
-    """Added to a train.py run by override; writes the time (time.perf_counter: the system's monotonic clock,
-    which the parent process reads too) at the start of training and at the end of every step to `path`."""
+    """Added to a train.py run by override; writes to `path` when (time.perf_counter: the system's monotonic
+    clock, which the parent process reads too) the run reached each of its phases: the callback built (imports,
+    config, data check and model done), the data set up, training started, every training step ended, every
+    validation began and ended, training ended, and the test's phases (its batches, its figures)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.train_start = 0.0
+        self.marks: dict[str, float] = {"built": time.perf_counter()}
         self.ends: list[float] = []
+        self.validations: list[list[float]] = []  # [start, end] of each, the sanity check's first
+
+    def _mark(self, name: str) -> None:
+        self.marks[name] = time.perf_counter()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes its TrainerFn enum: "fit", "test"
+        self.marks.setdefault(f"setup_{stage}", time.perf_counter())  # after the datamodule's setup
 
     def on_train_start(self, *args: object) -> None:
-        self.train_start = time.perf_counter()
+        self._mark("train_start")
 
     def on_train_batch_end(self, *args: object) -> None:
         self.ends.append(time.perf_counter())
 
+    def on_validation_start(self, *args: object) -> None:
+        self.validations.append([time.perf_counter(), float("nan")])
+
+    def on_validation_end(self, *args: object) -> None:
+        self.validations[-1][1] = time.perf_counter()
+
     def on_train_end(self, *args: object) -> None:
-        Path(self.path).write_text(json.dumps({"train_start": self.train_start, "ends": self.ends}))
+        self._mark("train_end")
+        self._write()
+
+    def on_test_start(self, *args: object) -> None:
+        self._mark("test_start")
+
+    def on_test_batch_end(self, *args: object) -> None:
+        self._mark("test_batches_end")
+
+    def on_test_epoch_end(self, *args: object) -> None:
+        self._mark("test_figures_end")  # after TestFigures' (callbacks run in order; this one is added last)
+
+    def on_test_end(self, *args: object) -> None:
+        self._mark("test_end")
+        self._write()
+
+    def _write(self) -> None:
+        timeline = {"marks": self.marks, "ends": self.ends, "validations": self.validations}
+        Path(self.path).write_text(json.dumps(timeline))
 
 
 def steps_per_second(ends: list[float], warmup: int) -> float:
@@ -46,9 +82,44 @@ def steps_per_second(ends: list[float], warmup: int) -> float:
     return (len(ends) - 1 - warmup) / (ends[-1] - ends[warmup])
 
 
+def phases(start: float, end: float, timeline: dict) -> dict[str, float]:
+    """Where a train.py run's wall time went, from its StepTimer timeline and the parent's start and end.
+
+    The coarse split: start to the first step (`to_train_start_s`), the steps with the validations between them
+    (`steps_s`), the rest (`after_steps_s`). The fine one, which adds up to the same wall time: `startup_s`
+    (imports, config, data check, model), `trainer_data_s` (Trainer, accelerator, data loaded and moved),
+    `to_first_step_s` (model to the device, sanity check), `training_s` (the steps and their checkpoints),
+    `validation_s` (every validation after the sanity check), then, with a test, `fit_end_s` (to the test's
+    start: the best checkpoint loaded), `test_s` (its batches), `test_figures_s`, and `exit_s` (the
+    hyperparameters and metrics written, the interpreter's exit).
+    """
+    marks, ends = timeline["marks"], timeline["ends"]
+    train_start = marks["train_start"]
+    validation = sum(e - s for s, e in timeline["validations"] if s >= train_start)
+    seconds = {
+        "wall_s": end - start,
+        "to_train_start_s": train_start - start,
+        "steps_s": ends[-1] - train_start,  # the validations during training included
+        "after_steps_s": end - ends[-1],  # the last validation, the test, its figures, exit
+        "startup_s": marks["built"] - start,
+        "trainer_data_s": marks["setup_fit"] - marks["built"],
+        "to_first_step_s": train_start - marks["setup_fit"],
+        "training_s": marks["train_end"] - train_start - validation,
+        "validation_s": validation,
+    }
+    if "test_end" in marks:
+        seconds["fit_end_s"] = marks["test_start"] - marks["train_end"]
+        seconds["test_s"] = marks["test_batches_end"] - marks["test_start"]
+        seconds["test_figures_s"] = marks["test_figures_end"] - marks["test_batches_end"]
+        seconds["exit_s"] = end - marks["test_figures_end"]
+    else:
+        seconds["exit_s"] = end - marks["train_end"]
+    return seconds
+
+
 def run_train_script(steps: int, data_dir: str, device: str, *overrides: str) -> tuple[dict[str, float], list[float]]:
-    """Run scripts/train.py as a user does; return where its wall time went (start to the first training
-    step, the steps, the rest: validation, test, figures, exit) and the time at the end of each step."""
+    """Run scripts/train.py as a user does; return where its wall time went (`phases`) and the time at the end
+    of each step."""
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "steps.json"
         command = [
@@ -69,12 +140,8 @@ def run_train_script(steps: int, data_dir: str, device: str, *overrides: str) ->
         end = time.perf_counter()
         if result.returncode != 0:
             raise RuntimeError(f"train.py failed:\n{result.stderr[-3000:]}")
-        timed = json.loads(times.read_text())
-        ends = timed["ends"]
-        seconds = {"wall_s": end - start, "to_train_start_s": timed["train_start"] - start}
-        seconds["steps_s"] = ends[-1] - timed["train_start"]  # the validations during training included
-        seconds["after_steps_s"] = end - ends[-1]  # the last validation, the test, its figures, exit
-        return seconds, ends
+        timeline = json.loads(times.read_text())
+        return phases(start, end, timeline), timeline["ends"]
 
 
 def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device: str, *overrides: str) -> float:
@@ -92,9 +159,10 @@ def bare_loop_steps_per_second(
     layer_num: int,
     batch_size: int,
     cuda_graph: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> float:
     """The same model, optimiser and data as train.py, in a plain loop over shuffled batches gathered from
-    the training set, which is kept on the device."""
+    the training set, which is kept on the device. `on_step(step)` is called before each step (a profiler's)."""
     data = MNISTDataModule(data_dir=data_dir, download=False)
     data.prepare_data()
     data.setup("fit")
@@ -105,6 +173,8 @@ def bare_loop_steps_per_second(
     order = torch.randperm(len(images), device=device)
     ends = []
     for step in range(steps):
+        if on_step is not None:
+            on_step(step)
         index = order[(step * batch_size) % (len(images) - batch_size) :][:batch_size]
         loss = F.cross_entropy(net(images[index]), labels[index])
         optimizer.zero_grad()
@@ -131,17 +201,22 @@ RECIPE_RUNS = {  # name -> train.py overrides; the tutorial recipe (2,000 steps,
 }
 
 
-def recipe(data_dir: str, device: str) -> list[dict[str, object]]:
+def recipe(
+    data_dir: str, device: str, runs: dict[str, list[str]] | None = None, out: Path | None = None
+) -> list[dict[str, object]]:
     """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only), then
-    scripts/train.py start to exit (validation, test and figures included), split into start-up, steps and
-    the rest, with its training steps per second (the goal: <= 15 s)."""
+    scripts/train.py start to exit (validation, test and figures included), split into its phases (`phases`),
+    with its training steps per second (the goal: <= 15 s). `out`: the rows so far are written there (JSON)
+    after each run."""
     start = time.perf_counter()
     rate = bare_loop_steps_per_second(2000, 10, data_dir, device, 256, 2, 128, cuda_graph=True)
     rows: list[dict[str, object]] = [
         {"run": "bare loop, CUDA graph", "wall_s": time.perf_counter() - start, "steps_per_s": rate}
     ]
     print(f"recipe bare loop, CUDA graph: {rows[-1]['wall_s']:.1f} s wall, {rate:.0f} steps/s", flush=True)
-    for name, overrides in RECIPE_RUNS.items():
+    for name, overrides in (RECIPE_RUNS if runs is None else runs).items():
+        if out is not None:
+            out.write_text(json.dumps(rows, indent=2))
         try:
             seconds, ends = run_train_script(2000, data_dir, device, *overrides)
         except RuntimeError as err:
@@ -149,5 +224,39 @@ def recipe(data_dir: str, device: str) -> list[dict[str, object]]:
             print(f"recipe {name}: failed\n{err}", flush=True)
             continue
         rows.append({"run": name, **seconds, "steps_per_s": steps_per_second(ends, 10)})
-        print(f"recipe {name}: {rows[-1]}", flush=True)
+        print(f"recipe {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items() if k != "run"), flush=True)
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2))
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The 2,000-step recipe alone, on the GPU (benchmarks/gpu.sh).")
+    parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/")
+    parser.add_argument("--out", type=Path, required=True, help="the rows, as JSON")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="first, one recipe run with model.cuda_graph=true under Lightning's SimpleProfiler, whose reports "
+        "(fit-profile.txt, test-profile.txt) go to this folder",
+    )
+    parser.add_argument("--runs", type=int, default=len(RECIPE_RUNS), help="the first this many of RECIPE_RUNS")
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.profile:
+        profiler = "+trainer.profiler"
+        seconds, ends = run_train_script(
+            2000,
+            args.data_dir,
+            device,
+            "model.cuda_graph=true",
+            f"{profiler}._target_=lightning.pytorch.profilers.SimpleProfiler",
+            f"{profiler}.dirpath={args.profile.resolve()}",
+            f"{profiler}.filename=profile",
+        )
+        print("profiled run: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()), flush=True)
+    recipe(args.data_dir, device, dict(list(RECIPE_RUNS.items())[: args.runs]), out=args.out)
+
+
+if __name__ == "__main__":
+    main()

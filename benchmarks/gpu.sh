@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# The GPU measurements, as one prepared script for a CUDA machine (about 8 minutes on an H100):
-#   bash benchmarks/gpu.sh [data_dir] [out_dir]     (data_dir holds MNIST/raw/; default: data)
-# 1. the GPU tests (pytest -m gpu): cuDNN parity, CUDA graph = eager step, data on the device, train.py on the GPU;
-# 2. the suite on the GPU: our LSTM against cuDNN (fp32, bf16-mixed, CUDA graph), the 10k one-shot inference's
-#    torch.cuda.max_memory_allocated beside the tutorial CNN, train.py against a bare loop, and the 2,000-step
-#    recipe's wall time -> <out_dir>/results.{json,csv,md} (default: benchmarks/results-gpu);
-# 3. with GPU_COMPILE=1, torch.compile's training step too (about a minute more): <out_dir>/compile/.
+# The GPU measurements, as one prepared script for a CUDA machine:
+#   bash benchmarks/gpu.sh [data_dir] [out_dir] [parts]     (data_dir holds MNIST/raw/; default: data)
+# parts (default "tests suite"), run in the order given:
+#   imports  how long importing train.py's modules takes, and python -X importtime's list
+#            -> <out_dir>/importtime[-clean].txt (seconds)
+#   clean    from here on, run in a virtual environment holding only this project's dependencies, linked from
+#            this Python's (benchmarks/clean_env.py): what `pip install -e .` gives, without the other packages
+#            of a shared machine's Python that torchmetrics imports at start-up (and pytest, for `tests`)
+#   pycache  where the installed modules have no compiled bytecode beside them (a read-only image), from here on
+#            compile them once into a cache of their own, as pip does at installation
+#   tests    the GPU tests (pytest -m gpu): cuDNN parity, CUDA graph = eager step, no wait for the GPU between
+#            graphed steps, data on the device, train.py on the GPU (about a minute)
+#   trace    torch.profiler over 20 CUDA-graphed steps in train.py and in the bare loop (benchmarks/trace.py)
+#            -> <out_dir>/trace.txt, trace-*.json.gz (about a minute)
+#   recipe   the 2,000-step recipe's first two runs (CUDA graph, with and without the NaN check) alone, split
+#            into their phases -> <out_dir>/recipe.json (about 2 minutes)
+#   profile  the same after one run under Lightning's SimpleProfiler -> <out_dir>/{fit,test}-profile.txt
+#   suite    the suite on the GPU: our LSTM against cuDNN (fp32, bf16-mixed, CUDA graph), the 10k one-shot
+#            inference's torch.cuda.max_memory_allocated beside the tutorial CNN, train.py against a bare loop,
+#            and the recipe -> <out_dir>/results.{json,csv,md} (about 5 minutes; GPU_ROUNDS=15 rounds)
+#   compile  torch.compile's training step at the tutorial's shape -> <out_dir>/compile/ (about a minute)
 # A machine without this project's packages (the lent H100s have torch, lightning, torchmetrics, tensorboard and
 # matplotlib, not Hydra): copy site-packages/{hydra,omegaconf,antlr4} into an ignored folder of the checkout,
 # carry it, and put it on PYTHONPATH before running this.
@@ -13,18 +27,55 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 data_dir="${1:-data}"
 out="${2:-benchmarks/results-gpu}"
+parts="${3:-tests suite}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 MNIST_LSTM_SHARED_DATA="$data_dir"
 py="$(command -v python3 || command -v python)"  # (on the lent machines python3 is the one with torch)
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
-"$py" -c "import torch, lightning, hydra; print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', hydra.__version__)"
 start=$SECONDS
-timeout 120 "$py" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/tests.log" | tail -15
-echo "gpu tests: $((SECONDS - start)) s"
-timeout 450 "$py" -m benchmarks.run --device cuda --rounds 15 --data-dir "$data_dir" --out "$out" 2>&1 | tee "$out/suite.log" | tail -60
-echo "suite done at $((SECONDS - start)) s"
-if [[ "${GPU_COMPILE:-0}" == 1 ]]; then
-  timeout 100 "$py" -m benchmarks.run --device cuda --compile --train-step-only --rounds 20 --data-dir "$data_dir" \
-    --out "$out/compile" 2>&1 | tail -30
-fi
+tag=""
+for part in $parts; do
+  echo "== $part at $((SECONDS - start)) s"
+  case "$part" in
+    imports)
+      "$py" -c "import glob, os, sys, torch
+folder = os.path.dirname(torch.__file__)
+print('bytecode written:', not sys.flags.dont_write_bytecode, 'prefix:', sys.pycache_prefix,
+      'site-packages writable:', os.access(folder, os.W_OK), 'compiled modules beside torch:',
+      len(glob.glob(f'{folder}/__pycache__/*.{sys.implementation.cache_tag}.pyc')))"
+      modules="import mnist_lstm.train, mnist_lstm.tensorboard_figures"
+      "$py" -X importtime -c "$modules" 2> "$out/importtime$tag.txt"
+      "$py" -c "import time; t = time.perf_counter(); $modules; print(f'import$tag: {time.perf_counter() - t:.2f} s')"
+      "$py" -c "import time, torch; t = time.perf_counter(); torch.zeros(1, device='cuda')
+print(f'CUDA initialisation: {time.perf_counter() - t:.2f} s')" ;;
+    clean)
+      "$py" -m benchmarks.clean_env /tmp/mnist-lstm-clean --extra pytest && py=/tmp/mnist-lstm-clean/bin/python && tag="-clean" ;;
+    pycache)  # a Python whose installed modules have no compiled bytecode beside them compiles them at each start
+      if ! "$py" -c "import glob, os, sys, torch
+sys.exit(not glob.glob(f'{os.path.dirname(torch.__file__)}/__pycache__/*.{sys.implementation.cache_tag}.pyc'))"; then
+        export PYTHONPYCACHEPREFIX=/tmp/mnist-lstm-pycache && unset PYTHONDONTWRITEBYTECODE
+        "$py" -c "import mnist_lstm.train, mnist_lstm.tensorboard_figures, benchmarks.e2e"
+        echo "no compiled modules beside torch's: from here on compiled once into $PYTHONPYCACHEPREFIX"
+      fi ;;
+    tests)
+      nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+      "$py" -c "import torch, lightning, hydra
+print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', hydra.__version__)"
+      timeout 150 "$py" -m pytest -m gpu -q -p no:cacheprovider --durations=5 tests/test_gpu.py 2>&1 \
+        | tee "$out/tests.log" | tail -25 ;;
+    trace)
+      timeout 120 "$py" -m benchmarks.trace --data-dir "$data_dir" --out "$out" ;;
+    recipe)
+      timeout 200 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --runs 2 ;;
+    profile)
+      timeout 240 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --profile "$out" \
+        --runs 2 ;;
+    suite)
+      timeout 450 "$py" -m benchmarks.run --device cuda --rounds "${GPU_ROUNDS:-15}" --data-dir "$data_dir" --out "$out" 2>&1 \
+        | tee "$out/suite.log" | tail -60 ;;
+    compile)
+      timeout 100 "$py" -m benchmarks.run --device cuda --compile --train-step-only --rounds 20 \
+        --data-dir "$data_dir" --out "$out/compile" 2>&1 | tail -30 ;;
+    *) echo "unknown part: $part (imports, clean, pycache, tests, trace, recipe, profile, suite, compile)" >&2; exit 2 ;;
+  esac
+done
 echo "all done at $((SECONDS - start)) s"

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     results["e2e"] = end_to_end(sizes, args, device)
     save_so_far(results, args.out)
     if device.type == "cuda" and not args.smoke:
-        results["recipe"] = e2e.recipe(args.data_dir, device.type)
+        results["recipe"] = e2e.recipe(args.data_dir, device.type, out=args.out / "recipe.json")
     results["machine"]["load_average_end"] = os.getloadavg()[0]
     results["seconds"] = time.time() - started
     return results
@@ -443,19 +443,30 @@ def markdown(results: dict[str, object]) -> str:
     if "recipe" in results:
         lines += [
             "",
-            "The 2,000-step tutorial recipe. train.py: start to exit, split into start-up (imports, data, model), "
-            "the steps (validation every 500 included) and the rest (last validation, test, figures, exit); "
-            "the bare loop: training only, data on the device:",
+            "The 2,000-step tutorial recipe. train.py: start to exit, split into its phases: start-up (imports, "
+            "config, data check, model), set-up (Trainer, data loaded and moved, sanity check), training (the steps, "
+            "the CUDA graph's capture and the checkpoints included), validation (every 500 steps), test (the best "
+            "checkpoint loaded, 10,000 images), its figures, exit; the bare loop: training only, data on the device:",
             "",
-            "| run | wall s | start-up s | steps s | rest s | steps/s |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| run | wall s | start-up s | set-up s | training s | validation s | test s | figures s | exit s "
+            "| steps/s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in results["recipe"]:
             if "error" in r:
-                lines.append(f"| {r['run']} | failed | | | | |")
+                lines.append(f"| {r['run']} | failed | | | | | | | | |")
                 continue
-            parts = [f"{r[k]:.1f}" if k in r else "" for k in ("to_train_start_s", "steps_s", "after_steps_s")]
-            lines.append(f"| {r['run']} | {r['wall_s']:.1f} | {' | '.join(parts)} | {r['steps_per_s']:.0f} |")
+            parts = [
+                r.get("startup_s"),
+                r.get("trainer_data_s", 0) + r.get("to_first_step_s", 0) if "startup_s" in r else None,
+                r.get("training_s"),
+                r.get("validation_s"),
+                r.get("fit_end_s", 0) + r.get("test_s", 0) if "startup_s" in r else None,
+                r.get("test_figures_s"),
+                r.get("exit_s"),
+            ]
+            cells = " | ".join("" if v is None else f"{v:.1f}" for v in parts)
+            lines.append(f"| {r['run']} | {r['wall_s']:.1f} | {cells} | {r['steps_per_s']:.0f} |")
     if results.get("left_out"):
         lines += ["", "Left out (failed on this machine): " + "; ".join(results["left_out"])]
     return "\n".join(lines) + "\n"

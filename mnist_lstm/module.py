@@ -88,9 +88,12 @@ class RowLSTMModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, preds, labels = self._step(batch, self.graphed_training)
         if self._logger_writes_this_step():
-            self.train_acc(preds, labels)
-            self.log("train/loss", loss, prog_bar=True)
-            self.log("train/acc", self.train_acc, prog_bar=True)
+            # Logged as numbers on the CPU, copied there once, on a step the logger writes (it waits for the
+            # device then anyway): Lightning reads the progress bar's values at every step (.item()), and for
+            # tensors on a GPU each read makes the CPU wait for the GPU, twice a step.
+            loss_now, acc_now = torch.stack([loss.detach(), self.train_acc(preds, labels)]).cpu()
+            self.log("train/loss", loss_now, prog_bar=True)
+            self.log("train/acc", acc_now, prog_bar=True)
         return loss
 
     def _logger_writes_this_step(self) -> bool:

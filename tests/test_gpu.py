@@ -17,6 +17,8 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
 from mnist_lstm.callbacks import StopOnNonFiniteLoss
@@ -146,32 +148,32 @@ def test_data_is_kept_on_the_gpu_and_batches_are_gathered_there(mnist_dir: Path)
     assert images.is_cuda and torch.equal(images.cpu(), cpu_images) and torch.equal(labels.cpu(), cpu_labels)
 
 
-def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path) -> None:
+def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path: Path) -> None:
     """Between the steps Lightning writes metrics at, a CUDA-graphed training step in Lightning never makes the
     CPU wait for the GPU (no .item(), no copy of a result to the host), so the CPU queues the next steps while
-    the GPU runs this one: StopOnNonFiniteLoss reads its losses on the logging steps only, the batches are
-    gathered on the device, the metrics are computed only when written."""
+    the GPU runs this one: the batches are gathered on the device, the metrics are computed only when written
+    and handed to Lightning on the CPU (it reads the progress bar's at every step), StopOnNonFiniteLoss reads
+    its losses on the written steps only."""
+    every = 4  # log_every_n_steps: steps 4, 8, 12... write metrics, and may wait
 
-    class WatchForWaits(L.Callback):  # torch warns at every synchronising CUDA call from step 5 to step 25
+    class WatchForWaits(L.Callback):
+        """torch warns at every synchronising CUDA call from the start of each step from 5 to 25 that writes no
+        metrics to the start of the next (its callbacks, Lightning's bookkeeping, the next batch's gathering)."""
+
         def on_train_batch_start(self, trainer: L.Trainer, *_) -> None:
-            if trainer.global_step == 5:
-                torch.cuda.set_sync_debug_mode("warn")
-
-        def on_train_batch_end(self, trainer: L.Trainer, *_) -> None:
-            if trainer.global_step == 25:
-                torch.cuda.set_sync_debug_mode(0)
+            step = trainer.global_step + 1  # the step about to run
+            torch.cuda.set_sync_debug_mode("warn" if 5 <= step <= 25 and step % every else 0)
 
     module = RowLSTMModule(hidden_size=64, cuda_graph=True, optimizer=partial(torch.optim.Adam, lr=1e-3))
     trainer = L.Trainer(
         accelerator="gpu",
         devices=1,
         max_steps=30,
-        log_every_n_steps=50,  # no step inside the window writes metrics
+        log_every_n_steps=every,
         limit_val_batches=0,
-        callbacks=[StopOnNonFiniteLoss(), WatchForWaits()],
-        logger=False,
+        callbacks=[StopOnNonFiniteLoss(), TQDMProgressBar(refresh_rate=3), WatchForWaits()],  # bar: steps 6, 9...
+        logger=TensorBoardLogger(tmp_path),
         enable_checkpointing=False,
-        enable_progress_bar=False,
         enable_model_summary=False,
     )
     data = MNISTDataModule(data_dir=str(mnist_dir), download=False)
@@ -183,8 +185,10 @@ def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path) -> None:
             torch.ones(1, device=CUDA).item()  # the control: a wait that must be seen
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    waits = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)]
+    # (torch also warns, once, that its sync debug mode is a prototype: not a wait)
+    waits = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "a synchronizing CUDA" in str(w.message)]
     assert trainer.global_step == 30 and module.graphed_training.graphed is not None
+    assert {"train/loss", "train/acc"} <= set(trainer.progress_bar_metrics)  # read at every step since step 4
     assert len(waits) == 1 and "test_gpu.py" in waits[0], "\n".join(waits)
 
 

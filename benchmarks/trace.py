@@ -1,0 +1,120 @@
+"""A torch.profiler trace of a window of CUDA-graphed training steps, in a real train.py run and in the bare
+loop: how long a step takes, how much of it the GPU is busy, and what the CPU does meanwhile.
+
+    python -m benchmarks.trace --data-dir data --out <dir>     (on a GPU; benchmarks/gpu.sh's `trace` part)
+
+writes <dir>/trace.txt (per step: wall time, GPU kernels and their busy time; the CPU's top operations) and
+the Chrome traces <dir>/trace-{train_py,bare}.json.gz (chrome://tracing, https://ui.perfetto.dev).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks import e2e
+
+CUDA = torch.cuda.is_available()  # (without, a dry run on the CPU)
+
+
+def _wait_for_the_gpu() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+class Window:
+    """Profiles steps start..start+steps (called with each step's number before the step runs)."""
+
+    def __init__(self, name: str, out: Path, start: int = 200, steps: int = 20) -> None:
+        self.name, self.out, self.start, self.steps = name, out, start, steps
+        self.profiler: profile | None = None
+        self.started = 0.0
+
+    def __call__(self, step: int) -> None:
+        if step == self.start:
+            _wait_for_the_gpu()
+            self.profiler = profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if CUDA else [])])
+            self.profiler.__enter__()
+            self.started = time.perf_counter()
+        elif step == self.start + self.steps and self.profiler is not None:
+            _wait_for_the_gpu()
+            wall = time.perf_counter() - self.started
+            self.profiler.__exit__(None, None, None)
+            self.report(self.profiler, wall)
+            self.profiler = None
+
+    def report(self, prof: profile, wall: float) -> None:
+        kernels = sorted(
+            (e.time_range.start, e.time_range.end)
+            for e in prof.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA
+        )
+        busy, until = 0.0, float("-inf")
+        for start, end in kernels:  # the union of the kernels' intervals (µs)
+            busy += max(0.0, end - max(start, until))
+            until = max(until, end)
+        lines = [
+            f"== {self.name}: {self.steps} steps from step {self.start}: {1e3 * wall / self.steps:.2f} ms per step; "
+            f"{len(kernels) / self.steps:.0f} GPU kernels per step, the GPU busy {busy / 1e3 / self.steps:.2f} ms "
+            "per step "
+            f"({100 * busy / 1e6 / wall:.0f}% of the wall time)",
+            prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=70),
+        ]
+        with open(self.out / "trace.txt", "a") as file:
+            file.write("\n".join(lines) + "\n")
+        print(lines[0], flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            prof.export_chrome_trace(f"{tmp}/trace.json")
+            with open(f"{tmp}/trace.json", "rb") as raw, gzip.open(self.out / f"trace-{self.name}.json.gz", "wb") as gz:
+                shutil.copyfileobj(raw, gz)
+
+
+class TraceSteps(L.Callback):
+    """Added to a train.py run by override: profiles its training steps start..start+steps into `out`."""
+
+    def __init__(self, out: str, start: int = 200, steps: int = 20) -> None:
+        self.window = Window("train_py", Path(out), start, steps)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *_: object) -> None:
+        self.window(trainer.global_step)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--start", type=int, default=200, help="the first step profiled (after the warm-up)")
+    parser.add_argument("--steps", type=int, default=20, help="steps profiled")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "trace.txt").unlink(missing_ok=True)
+    steps = args.start + args.steps + 10
+    window = Window("bare", args.out, args.start, args.steps)
+    device = "cuda" if CUDA else "cpu"
+    e2e.bare_loop_steps_per_second(steps, 5, args.data_dir, device, 256, 2, 128, cuda_graph=CUDA, on_step=window)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, str(e2e.REPO / "scripts" / "train.py"), "model.cuda_graph=true"]
+        command += [f"max_steps={steps}", f"val_every={steps}", "test=false", f"data.data_dir={args.data_dir}"]
+        command += [f"hydra.run.dir={tmp}/run", "+callbacks.trace._target_=benchmarks.trace.TraceSteps"]
+        command += [f"+callbacks.trace.out={args.out.resolve()}", f"+callbacks.trace.start={args.start}"]
+        command += [f"+callbacks.trace.steps={args.steps}"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(e2e.REPO), os.environ.get("PYTHONPATH", "")])}
+        result = subprocess.run(command, cwd=e2e.REPO, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"train.py failed:\n{result.stderr[-3000:]}")
+    print((args.out / "trace.txt").read_text())
+
+
+if __name__ == "__main__":
+    main()
