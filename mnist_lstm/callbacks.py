@@ -125,10 +125,12 @@ class StopOnNonFiniteLoss(L.Callback):
 
     On a GPU (`deferred`, by default there) reading the loss makes the CPU wait for the GPU at every step, which
     leaves a CUDA-graphed step waiting on Lightning's CPU work and the reverse. There each step's loss is kept on
-    the device and they are read together where Lightning waits for the GPU anyway or where something would see
-    the weights: every `trainer.log_every_n_steps` steps (when it writes the step metrics), before validation,
-    before a checkpoint is written, and at the end of training. The run then stops up to that many steps late,
-    and the weights in memory have taken the bad steps, but every checkpoint is still from before the first one.
+    the device and they are read together where the GPU has caught up anyway or where something would see the
+    weights: before the backward pass of each step whose metrics Lightning writes (every
+    `trainer.log_every_n_steps`; RowLSTMModule has just copied them to the CPU, so only this step's loss is still
+    being computed), before validation, before a checkpoint is written, and at the end of training. The run then
+    stops up to that many steps late, and the weights in memory have taken the bad steps, but every checkpoint is
+    still from before the first one.
     """
 
     def __init__(self, deferred: bool | None = None) -> None:
@@ -136,14 +138,10 @@ class StopOnNonFiniteLoss(L.Callback):
         self._losses: list[tuple[int, torch.Tensor]] = []  # (step, loss) not checked yet
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        self._losses.append((trainer.global_step + 1, loss.detach()))
+        step, every = trainer.global_step + 1, trainer.log_every_n_steps
+        self._losses.append((step, loss.detach()))
         deferred = self.deferred if self.deferred is not None else loss.device.type != "cpu"
-        if not deferred:
-            self._check(trainer)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
-        every = trainer.log_every_n_steps
-        if every <= 0 or trainer.global_step % every == 0:  # the steps whose metrics Lightning writes
+        if not deferred or every <= 0 or step % every == 0:  # every step, or the steps whose metrics are written
             self._check(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

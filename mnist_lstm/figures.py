@@ -55,8 +55,7 @@ def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | 
     build and draw, most of the time a training run spends on its test figures."""
     rows, classes = probabilities.shape
     bar_width = CHART / classes
-    bars: dict[str, list] = {"x": [], "height": [], "bottom": [], "color": []}
-    veils, cuts, frames, halves = [], [], [], []
+    bars, bar_colours, veils, cuts, frames, halves = [], [], [], [], [], []
     for t in range(rows):
         read, (r, c) = t + 1, divmod(t, columns)
         x, top = c * CELL_WIDTH, r * CELL_HEIGHT + TITLE  # the digit's top left corner (y grows downwards)
@@ -67,10 +66,9 @@ def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | 
             cuts.append([(x, top + read), (x + DIGIT, top + read)])
         predicted = int(probabilities[t].argmax())
         centres = [chart + (k + 0.5) * bar_width for k in range(classes)]
-        bars["x"] += centres
-        bars["height"] += (-DIGIT * probabilities[t]).tolist()  # upwards from the chart's bottom
-        bars["bottom"] += [bottom] * classes
-        bars["color"] += _bar_colours(label, predicted, classes)
+        for centre, p in zip(centres, probabilities[t].tolist(), strict=True):  # upwards from the chart's bottom
+            bars.append(Rectangle((centre - 0.4 * bar_width, bottom), 0.8 * bar_width, -DIGIT * p))
+        bar_colours += _bar_colours(label, predicted, classes)
         frames.append(Rectangle((chart, top), CHART, DIGIT))
         halves.append([(chart, top + DIGIT / 2), (chart + CHART, top + DIGIT / 2)])
         title = f"row {read}: {predicted} ({probabilities[t, predicted]:.0%})"
@@ -81,7 +79,8 @@ def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | 
         if t + columns >= rows:  # the classes under the bottom charts (every chart has them in the same order)
             for k, centre in enumerate(centres):
                 ax.text(centre, bottom + 0.6, str(k), ha="center", va="top", fontsize=7)
-    ax.bar(**bars, width=0.8 * bar_width)
+    ax.add_collection(PatchCollection(bars, facecolors=bar_colours, linewidth=0))  # (one collection: ax.bar's
+    # 280 separate patches took a third of the figure's time)
     ax.add_collection(PatchCollection(veils, facecolor=UNREAD, alpha=0.75, linewidth=0))
     ax.add_collection(LineCollection(cuts, colors=WRONG, linewidths=1.0))
     ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.8))

@@ -68,10 +68,12 @@ def test_reading_figure_shows_every_row_read_with_its_probabilities() -> None:
     probabilities[27] = torch.nn.functional.one_hot(torch.tensor(4), 10).float()
     figure = reading_figure(torch.rand(28, 28), probabilities, label=3)
     grid = next(ax for ax in figure.axes if len(ax.images) == 28)  # one digit per row read
-    (bars,) = grid.containers
-    heights = torch.tensor([-bar.get_height() for bar in bars], dtype=torch.float32).view(28, 10)
+    bars = next(c for c in grid.collections if len(c.get_paths()) == 280)  # 10 per row read
+    extents = [path.get_extents() for path in bars.get_paths()]
+    heights = torch.tensor([box.height for box in extents], dtype=torch.float32).view(28, 10)
     torch.testing.assert_close(heights / heights[27].max(), probabilities)  # the scale: a full bar is 1
-    colours = [to_hex(bar.get_facecolor()) for bar in bars]
+    assert [box.x0 for box in extents[:10]] == sorted(box.x0 for box in extents[:10])  # classes left to right
+    colours = [to_hex(colour) for colour in bars.get_facecolors()]
     for t in range(28):
         predicted = int(probabilities[t].argmax())
         assert colours[10 * t + 3] == TRUE

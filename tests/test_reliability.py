@@ -418,18 +418,18 @@ def test_a_non_finite_loss_stops_before_anything_is_saved_over_the_last_good_che
 
 
 @pytest.mark.parametrize(
-    ("log_every", "save_every", "stopped_at", "saved_at"),
+    ("log_every", "save_every", "read_at", "stopped_at", "saved_at"),
     [
-        (4, 5, 8, 5),  # read when the step metrics are written (step 8), before the step-10 checkpoint
-        (50, 4, 8, 4),  # read before the step-8 checkpoint is written: it is not written
+        (4, 5, 8, 7, 5),  # read on step 8, whose metrics are written, before its backward pass
+        (50, 4, 8, 8, 4),  # read before the step-8 checkpoint is written: it is not written
     ],
 )
 def test_a_deferred_check_reads_the_loss_only_where_it_must_and_still_saves_nothing_after_it(
-    tmp_path: Path, log_every: int, save_every: int, stopped_at: int, saved_at: int
+    tmp_path: Path, log_every: int, save_every: int, read_at: int, stopped_at: int, saved_at: int
 ) -> None:
-    """The GPU's way (`deferred`, run here on the CPU): the losses are read every log_every_n_steps steps,
-    before validation and before a checkpoint, not at every step; the stop still names the first bad step
-    and every checkpoint is from before it."""
+    """The GPU's way (`deferred`, run here on the CPU): the losses are read on the steps whose metrics are
+    written (every log_every_n_steps), before validation and before a checkpoint, not at every step; the stop
+    still names the first bad step and every checkpoint is from before it."""
     stop = StopOnNonFiniteLoss(deferred=True)
     reads: list[int] = []
     check = stop._check
@@ -439,7 +439,7 @@ def test_a_deferred_check_reads_the_loss_only_where_it_must_and_still_saves_noth
         trainer.fit(ExplodesAtStep7())
     assert str(err.value).startswith(f"the training loss became nan at step 7; the last checkpoint, {tmp_path}")
     assert trainer.global_step == stopped_at  # it ran on past the bad step, to the first read
-    assert sum(reads) == stopped_at and max(reads) > 1  # every loss read once, several at a time
+    assert sum(reads) == read_at and max(reads) > 1  # every loss up to the read's step read once, several at a time
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert last["global_step"] == saved_at
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
