@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import subprocess
 import sys
@@ -10,10 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.clean_env import dependency_closure
+from benchmarks.clean_env import make as make_clean_env
 from benchmarks.e2e import steps_per_second
 from benchmarks.run import training_flops
 from benchmarks.timing import summary
 from tests.conftest import REPO
+
+FINE_PHASES = ("startup", "trainer_data", "to_first_step", "training", "validation", "fit_end", "test")
+FINE_PHASES += ("test_figures", "exit")
 
 
 def test_ratio_is_the_median_of_per_round_ratios() -> None:
@@ -79,6 +85,8 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
     assert whole["steps"] == 6 and min(whole["to_train_start_s"], whole["steps_s"], whole["after_steps_s"]) > 0
     phases = whole["to_train_start_s"] + whole["steps_s"] + whole["after_steps_s"]
     assert whole["wall_s"] == pytest.approx(phases)
+    fine = [whole[f"{name}_s"] for name in FINE_PHASES]  # the same wall time, split finer (medians: about)
+    assert min(fine) >= 0 and whole["test_figures_s"] > 0 and sum(fine) == pytest.approx(whole["wall_s"], rel=0.1)
 
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
@@ -88,3 +96,30 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
     assert "Command: `python -m benchmarks.run --smoke" in table and "| 16 | 2 | 8 | ours |" in table
     assert "| cnn |" in table and "overhead" in table and "| training step, batch 8 |" in table
     assert "ms of overhead per step" in table and "A whole train.py run of the small model (6 steps" in table
+
+
+def test_trace_profiles_a_window_of_steps_in_train_py_and_the_bare_loop(mnist_dir: Path, tmp_path: Path) -> None:
+    """benchmarks/trace.py, dry-run on the CPU (on a GPU it also counts the kernels and the GPU's busy time)."""
+    command = [sys.executable, "-m", "benchmarks.trace", "--data-dir", str(mnist_dir), "--out", str(tmp_path)]
+    result = subprocess.run([*command, "--start", "2", "--steps", "2"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "trace.txt").read_text()
+    headers = [line for line in report.splitlines() if line.startswith("== ")]
+    assert [h.split(":")[0] for h in headers] == ["== bare", "== train_py"], report[:2000]
+    assert all("2 steps from step 2" in h for h in headers) and "FusedLSTMLoop" in report
+    for name in ("bare", "train_py"):
+        trace = json.loads(gzip.decompress((tmp_path / f"trace-{name}.json.gz").read_bytes()))
+        assert any(event.get("name") == "aten::addmm" for event in trace["traceEvents"])
+
+
+def test_clean_environment_holds_the_dependencies_and_nothing_else(tmp_path: Path) -> None:
+    distributions, _ = dependency_closure(["lightning", "matplotlib"])
+    names = {d.metadata["Name"].lower() for d in distributions}
+    assert {"lightning", "torch", "torchmetrics", "matplotlib", "numpy"} <= names and "pytest" not in names
+    python = make_clean_env(tmp_path / "env")
+    check = "import importlib.util as u, mnist_lstm.train as t; print(u.find_spec('pytest') is None, t.__name__)"
+    result = subprocess.run(
+        [str(python), "-c", check], cwd=REPO, capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["True", "mnist_lstm.train"]  # the project imports; pytest is not there
