@@ -18,7 +18,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -26,6 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def project_requirements() -> list[str]:
+    """This project's dependencies: from pyproject.toml (Python 3.11+), else from its installed metadata."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        return [r for r in metadata.requires("mnist-lstm") or [] if "extra ==" not in r]
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 
 

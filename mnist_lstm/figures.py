@@ -66,8 +66,8 @@ def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | 
             cuts.append([(x, top + read), (x + DIGIT, top + read)])
         predicted = int(probabilities[t].argmax())
         centres = [chart + (k + 0.5) * bar_width for k in range(classes)]
-        for centre, p in zip(centres, probabilities[t].tolist(), strict=True):  # upwards from the chart's bottom
-            bars.append(Rectangle((centre - 0.4 * bar_width, bottom), 0.8 * bar_width, -DIGIT * p))
+        for centre, probability in zip(centres, probabilities[t].tolist(), strict=True):  # up from the bottom
+            bars.append(Rectangle((centre - 0.4 * bar_width, bottom), 0.8 * bar_width, -DIGIT * probability))
         bar_colours += _bar_colours(label, predicted, classes)
         frames.append(Rectangle((chart, top), CHART, DIGIT))
         halves.append([(chart, top + DIGIT / 2), (chart + CHART, top + DIGIT / 2)])

@@ -91,7 +91,7 @@ class RowLSTMModule(L.LightningModule):
             # Logged as numbers on the CPU, copied there once, on a step the logger writes (it waits for the
             # device then anyway): Lightning reads the progress bar's values at every step (.item()), and for
             # tensors on a GPU each read makes the CPU wait for the GPU, twice a step.
-            loss_now, acc_now = torch.stack([loss.detach(), self.train_acc(preds, labels)]).cpu()
+            loss_now, acc_now = torch.stack([loss.detach().float(), self.train_acc(preds, labels).float()]).cpu()
             self.log("train/loss", loss_now, prog_bar=True)
             self.log("train/acc", acc_now, prog_bar=True)
         return loss

@@ -42,8 +42,8 @@ class TestFigures(L.Callback):
         writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not writers or trainer.sanity_checking:
             return
-        # The figures are drawn here one after another (matplotlib holds the GIL); the PNG compression of each,
-        # which lets go of it, runs in a thread meanwhile: a third of the time a run spends on its figures.
+        # The figures are drawn here one after another (matplotlib holds the GIL); the PNG compression of each
+        # (about a third of a figure's cost), which lets go of the GIL, runs in a thread meanwhile.
         logged, step = [], trainer.global_step
         with ThreadPoolExecutor() as compressor:
             for tag, figure in self._figures(trainer, pl_module):
