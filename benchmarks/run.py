@@ -456,16 +456,12 @@ def markdown(results: dict[str, object]) -> str:
             if "error" in r:
                 lines.append(f"| {r['run']} | failed | | | | | | | | |")
                 continue
-            parts = [
-                r.get("startup_s"),
-                r.get("trainer_data_s", 0) + r.get("to_first_step_s", 0) if "startup_s" in r else None,
-                r.get("training_s"),
-                r.get("validation_s"),
-                r.get("fit_end_s", 0) + r.get("test_s", 0) if "startup_s" in r else None,
-                r.get("test_figures_s"),
-                r.get("exit_s"),
-            ]
-            cells = " | ".join("" if v is None else f"{v:.1f}" for v in parts)
+            if "startup_s" not in r:  # the bare loop: training only, no phases
+                lines.append(f"| {r['run']} | {r['wall_s']:.1f} | | | | | | | | {r['steps_per_s']:.0f} |")
+                continue
+            phases = [r["startup_s"], r["trainer_data_s"] + r["to_first_step_s"], r["training_s"], r["validation_s"]]
+            phases += [r["fit_end_s"] + r["test_s"], r["test_figures_s"], r["exit_s"]]
+            cells = " | ".join(f"{v:.1f}" for v in phases)
             lines.append(f"| {r['run']} | {r['wall_s']:.1f} | {cells} | {r['steps_per_s']:.0f} |")
     if results.get("left_out"):
         lines += ["", "Left out (failed on this machine): " + "; ".join(results["left_out"])]
