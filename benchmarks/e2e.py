@@ -160,6 +160,7 @@ def bare_loop_steps_per_second(
     batch_size: int,
     cuda_graph: bool = False,
     on_step: Callable[[int], None] | None = None,
+    triton: bool = False,
 ) -> float:
     """The same model, optimiser and data as train.py, in a plain loop over shuffled batches gathered from
     the training set, which is kept on the device. `on_step(step)` is called before each step (a profiler's)."""
@@ -167,7 +168,7 @@ def bare_loop_steps_per_second(
     data.prepare_data()
     data.setup("fit")
     images, labels = (t.to(device) for t in data.train_set.tensors)
-    model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num).to(device)
+    model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num, triton=triton).to(device)
     net = GraphedTraining(model) if cuda_graph else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = torch.randperm(len(images), device=device)
@@ -190,6 +191,7 @@ def bare_loop_steps_per_second(
 
 
 RECIPE_RUNS = {  # name -> train.py overrides; the tutorial recipe (2,000 steps, validation every 500, test)
+    "train.py model.cuda_graph=true model.triton=true": ["model.cuda_graph=true", "model.triton=true"],
     "train.py model.cuda_graph=true": ["model.cuda_graph=true"],
     # What StopOnNonFiniteLoss costs: on the GPU it reads the losses every 10 steps (where Lightning waits anyway).
     "train.py model.cuda_graph=true ~callbacks.stop_on_non_finite_loss": [
@@ -204,16 +206,22 @@ RECIPE_RUNS = {  # name -> train.py overrides; the tutorial recipe (2,000 steps,
 def recipe(
     data_dir: str, device: str, runs: dict[str, list[str]] | None = None, out: Path | None = None
 ) -> list[dict[str, object]]:
-    """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only), then
-    scripts/train.py start to exit (validation, test and figures included), split into its phases (`phases`),
-    with its training steps per second (the goal: <= 15 s). `out`: the rows so far are written there (JSON)
-    after each run."""
-    start = time.perf_counter()
-    rate = bare_loop_steps_per_second(2000, 10, data_dir, device, 256, 2, 128, cuda_graph=True)
-    rows: list[dict[str, object]] = [
-        {"run": "bare loop, CUDA graph", "wall_s": time.perf_counter() - start, "steps_per_s": rate}
-    ]
-    print(f"recipe bare loop, CUDA graph: {rows[-1]['wall_s']:.1f} s wall, {rate:.0f} steps/s", flush=True)
+    """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only; with and
+    without model.triton's kernels), then scripts/train.py start to exit (validation, test and figures
+    included), split into its phases (`phases`), with its training steps per second (the goal: <= 15 s).
+    `out`: the rows so far are written there (JSON) after each run."""
+    rows: list[dict[str, object]] = []
+    for triton in (True, False):
+        name = "bare loop, CUDA graph" + (", Triton" if triton else "")
+        start = time.perf_counter()
+        try:
+            rate = bare_loop_steps_per_second(2000, 10, data_dir, device, 256, 2, 128, cuda_graph=True, triton=triton)
+        except Exception as err:  # (Triton's kernels, never run on a GPU before, must not cost the other runs)
+            rows.append({"run": name, "error": repr(err)[-1500:]})
+            print(f"recipe {name}: failed\n{err!r}", flush=True)
+            continue
+        rows.append({"run": name, "wall_s": time.perf_counter() - start, "steps_per_s": rate})
+        print(f"recipe {name}: {rows[-1]['wall_s']:.1f} s wall, {rate:.0f} steps/s", flush=True)
     for name, overrides in (RECIPE_RUNS if runs is None else runs).items():
         if out is not None:
             out.write_text(json.dumps(rows, indent=2))

@@ -9,12 +9,12 @@
 #            of a shared machine's Python that torchmetrics imports at start-up (and pytest, for `tests`)
 #   pycache  where the installed modules have no compiled bytecode beside them (a read-only image), from here on
 #            compile them once into a cache of their own, as pip does at installation
-#   tests    the GPU tests (pytest -m gpu): cuDNN parity, CUDA graph = eager step, no wait for the GPU between
-#            graphed steps, data on the device, train.py on the GPU (about a minute)
+#   tests    the GPU tests (pytest -m gpu): cuDNN parity, the Triton kernels = the fused loop, CUDA graph = eager
+#            step, no wait for the GPU between graphed steps, data on the device, train.py on the GPU (~2 minutes)
 #   trace    torch.profiler over 20 CUDA-graphed steps in train.py and in the bare loop (benchmarks/trace.py)
 #            -> <out_dir>/trace.txt, trace-*.json.gz (about a minute)
-#   recipe   the 2,000-step recipe's first two runs (CUDA graph, with and without the NaN check) alone, split
-#            into their phases -> <out_dir>/recipe.json (about 2 minutes)
+#   recipe   the 2,000-step recipe's first two runs (CUDA graph with and without model.triton) alone, split
+#            into their phases, after the bare loop's (both ways) -> <out_dir>/recipe.json (about 2 minutes)
 #   profile  the same after one run under Lightning's SimpleProfiler -> <out_dir>/{fit,test}-profile.txt
 #   suite    the suite on the GPU: our LSTM against cuDNN (fp32, bf16-mixed, CUDA graph), the 10k one-shot
 #            inference's torch.cuda.max_memory_allocated beside the tutorial CNN, train.py against a bare loop,
@@ -60,7 +60,7 @@ sys.exit(not glob.glob(f'{os.path.dirname(torch.__file__)}/__pycache__/*.{sys.im
       nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
       "$py" -c "import torch, lightning, hydra
 print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', hydra.__version__)"
-      timeout 150 "$py" -m pytest -m gpu -q -p no:cacheprovider --durations=5 tests/test_gpu.py 2>&1 \
+      timeout 240 "$py" -m pytest -m gpu -q -p no:cacheprovider --durations=5 tests/test_gpu.py 2>&1 \
         | tee "$out/tests.log" | tail -25 ;;
     trace)
       timeout 120 "$py" -m benchmarks.trace --data-dir "$data_dir" --out "$out" ;;

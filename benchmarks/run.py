@@ -120,9 +120,11 @@ def train_step(
 
 
 def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device, args) -> dict[str, Callable]:
-    def model(cell: str = "custom", fused: bool = True, compile: bool = False) -> torch.nn.Module:
+    def model(cell: str = "custom", fused: bool = True, compile: bool = False, triton: bool = False) -> torch.nn.Module:
         torch.manual_seed(0)
-        net = RowLSTMClassifier(hidden_size=hidden, layer_num=layers, dropout=0.5, cell=cell, fused=fused)
+        net = RowLSTMClassifier(
+            hidden_size=hidden, layer_num=layers, dropout=0.5, cell=cell, fused=fused, triton=triton
+        )
         if compile:
             net.lstm.compile()
         return net.to(device)
@@ -131,6 +133,10 @@ def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device,
     variants[REFERENCE] = train_step(model("torch"), sizes.batch, device, False)
     if device.type == "cuda":
         variants["ours, CUDA graph"] = train_step(model(), sizes.batch, device, False, cuda_graph=True)
+        variants["ours, Triton"] = train_step(model(triton=True), sizes.batch, device, False)
+        variants["ours, Triton, CUDA graph"] = train_step(
+            model(triton=True), sizes.batch, device, False, cuda_graph=True
+        )
     if (hidden, layers) == sizes.shapes[0]:  # the levers, at the tutorial's shape
         variants["ours, autograd loop"] = train_step(model(fused=False), sizes.batch, device, False)
         if args.compile:

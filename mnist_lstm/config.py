@@ -6,6 +6,7 @@ range, with a message that names the key and what it accepts.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ RULES: dict[str, Rule] = {
     "seed": Rule(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)", "seed=42"),
     "model.forget_bias": Rule(float, math.isfinite, "a finite number", "model.forget_bias=1.0"),
 }
-SWITCHES = ("model.fused", "model.compile", "model.cuda_graph", "test")  # true or false
+SWITCHES = ("model.fused", "model.compile", "model.cuda_graph", "model.triton", "test")  # true or false
 
 
 def check_value(key: str, value: object, rule: Rule) -> None:
@@ -81,3 +82,20 @@ def validate(cfg: DictConfig) -> None:
     cell = OmegaConf.select(cfg, "model.cell")
     if cell is not None and cell not in ("custom", "torch"):
         raise UserError(f"invalid value model.cell={cell!r}: model.cell must be 'custom' (ours) or 'torch' (nn.LSTM)")
+    if OmegaConf.select(cfg, "model.triton") is True:
+        _check_triton(cell, OmegaConf.select(cfg, "model.fused"))
+
+
+def _check_triton(cell: str | None, fused: bool | None) -> None:
+    """model.triton=true runs the custom cell's fused loop as Triton kernels: it needs both, and triton."""
+    if cell == "torch" or fused is False:
+        raise UserError(
+            "model.triton=true applies to our fused loop, not to "
+            + ("nn.LSTM (model.cell=torch)" if cell == "torch" else "the plain loop (model.fused=false)")
+            + "; use model.cell=custom model.fused=true, or model.triton=false"
+        )
+    if importlib.util.find_spec("triton") is None:
+        raise UserError(
+            "model.triton=true needs the triton package, which PyTorch's CUDA builds for Linux install; "
+            "pip install triton, or use model.triton=false"
+        )

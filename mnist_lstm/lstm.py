@@ -7,6 +7,7 @@ classifier looks at the top layer's hidden state after the last row.
                       fused weight, laid out like nn.LSTM's (gate order i, f, g, o)
     lstm_loop         that loop, plainly, for autograd to differentiate op by op
     FusedLSTMLoop     the same loop made fast: in place, with its backward (through time) by hand
+                      (on a GPU, optionally, its elementwise work as Triton kernels: triton_lstm.py)
     lstm_inference    the same loop without gradients, in the fewest passes over memory
     tanh, dropout     torch.tanh and F.dropout, computed faster on the CPU
     StackedLSTM       layer_num LSTMLayers, layer-major, dropout on every layer's output
@@ -39,14 +40,18 @@ class LSTMLayer(nn.Module):
     `fused=True` runs the same loop as `FusedLSTMLoop`, whose backward is written out by hand (faster),
     or, when no gradient is wanted, as `lstm_inference`. Under torch.compile the plain loop runs (the
     compiler fuses it and derives its backward itself), and under autocast (mixed precision).
+    `triton=True`: on a GPU, the fused loop's elementwise work runs as one Triton kernel per timestep.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, fused: bool = True) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, forget_bias: float = 1.0, fused: bool = True, triton: bool = False
+    ) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.forget_bias = forget_bias
         self.fused = fused
+        self.triton = triton
         self.gates = nn.Linear(input_size + hidden_size, 4 * hidden_size)
         bound = 1.0 / math.sqrt(hidden_size)  # nn.LSTM's init, so both variants start alike
         nn.init.uniform_(self.gates.weight, -bound, bound)
@@ -67,7 +72,12 @@ class LSTMLayer(nn.Module):
             return lstm_loop(x, self.gates.weight, bias, h, c)
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, self.gates.weight, bias, h, c))):
             return lstm_inference(x, self.gates.weight, bias, h, c)
-        outputs, c = FusedLSTMLoop.apply(x, self.gates.weight, bias, h, c)
+        loop = FusedLSTMLoop
+        if self.triton and x.is_cuda and x.dtype in (torch.float32, torch.float64):  # (its kernels' precisions)
+            from mnist_lstm.triton_lstm import TritonLSTMLoop  # here: triton is needed on a GPU only, and only then
+
+            loop = TritonLSTMLoop
+        outputs, c = loop.apply(x, self.gates.weight, bias, h, c)
         return outputs, (outputs[-1], c)
 
 
@@ -141,16 +151,10 @@ class FusedLSTMLoop(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_outputs: Tensor, d_c_last: Tensor):
-        if ctx.derivatives_consumed:
-            raise RuntimeError(
-                "a second backward through the fused LSTM loop (retain_graph=True): its first backward "
-                "overwrote what the forward saved; build the model with fused=False (model.fused=false)"
-            )
-        ctx.derivatives_consumed = True
-        x, weight, h0, outputs, gates, forget, dh_dc = ctx.saved_tensors
+        x, weight, h0, outputs, gates, forget, dh_dc = saved_once(ctx)
         steps, batch, input_size = x.shape
         hidden = h0.shape[1]
-        w_input, w_hidden = weight.split([input_size, hidden], dim=1)
+        w_hidden = weight[:, input_size:]
         d_h = d_outputs[-1].clone()  # dL/dh_t: from h_t's own use, plus (below) from the gates of step t+1
         d_c = d_c_last.clone()  # dL/dc_t
         d_gates = gates  # dL/d(pre-activation) of every step, written over its local derivatives
@@ -164,13 +168,36 @@ class FusedLSTMLoop(torch.autograd.Function):
             if t > 0:  # dL/dh_{t-1}: through the recurrent matmul, plus h_{t-1}'s own output
                 torch.addmm(d_outputs[t - 1], d_gates[t], w_hidden, out=d_h)
 
-        # The weight gradient of all steps at once: [x_t, h_{t-1}] is the input of step t's gates.
-        d_gates_2d = d_gates.view(steps * batch, 4 * hidden)
-        d_w_hidden = torch.addmm(d_gates[0].t() @ h0, d_gates_2d[batch:].t(), outputs[:-1].reshape(-1, hidden))
-        d_weight = torch.cat([d_gates_2d.t() @ x.reshape(steps * batch, -1), d_w_hidden], dim=1)
-        d_x = (d_gates_2d @ w_input).view_as(x) if ctx.needs_input_grad[0] else None
-        d_h0 = d_gates[0] @ w_hidden if ctx.needs_input_grad[3] else None
-        return d_x, d_weight, d_gates_2d.sum(0), d_h0, d_c
+        # The gradients of x, the weight, the bias and h0 (below); then c0's.
+        return (*input_gradients(ctx.needs_input_grad, x, weight, h0, outputs, d_gates), d_c)
+
+
+def saved_once(ctx) -> tuple[Tensor, ...]:
+    """What the fused loop's forward saved, for its one backward: that backward writes over it."""
+    if ctx.derivatives_consumed:
+        raise RuntimeError(
+            "a second backward through the fused LSTM loop (retain_graph=True): its first backward "
+            "overwrote what the forward saved; build the model with fused=False (model.fused=false)"
+        )
+    ctx.derivatives_consumed = True
+    return ctx.saved_tensors
+
+
+def input_gradients(
+    needs_input_grad: tuple[bool, ...], x: Tensor, weight: Tensor, h0: Tensor, outputs: Tensor, d_gates: Tensor
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor | None]:
+    """The end of the fused loop's backward: from dL/d(pre-activation) of every step (time, batch, 4*hidden),
+    the gradients of x, the fused weight, the bias and h0. The weight's of all steps is one large matmul:
+    [x_t, h_{t-1}] is the input of step t's gates."""
+    steps, batch, input_size = x.shape
+    hidden = h0.shape[1]
+    w_input, w_hidden = weight.split([input_size, hidden], dim=1)
+    d_gates_2d = d_gates.view(steps * batch, 4 * hidden)
+    d_w_hidden = torch.addmm(d_gates[0].t() @ h0, d_gates_2d[batch:].t(), outputs[:-1].reshape(-1, hidden))
+    d_weight = torch.cat([d_gates_2d.t() @ x.reshape(steps * batch, -1), d_w_hidden], dim=1)
+    d_x = (d_gates_2d @ w_input).view_as(x) if needs_input_grad[0] else None
+    d_h0 = d_gates[0] @ w_hidden if needs_input_grad[3] else None
+    return d_x, d_weight, d_gates_2d.sum(0), d_h0
 
 
 def lstm_inference(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
@@ -249,12 +276,13 @@ class StackedLSTM(nn.Module):
         dropout: float = 0.0,
         forget_bias: float = 1.0,
         fused: bool = True,
+        triton: bool = False,
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.dropout = dropout
         sizes = [input_size] + [hidden_size] * (layer_num - 1)
-        self.layers = nn.ModuleList(LSTMLayer(size, hidden_size, forget_bias, fused) for size in sizes)
+        self.layers = nn.ModuleList(LSTMLayer(size, hidden_size, forget_bias, fused, triton) for size in sizes)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """x: (time, batch, input) -> top layer outputs (time, batch, hidden), (h_n, c_n) like nn.LSTM."""
@@ -312,11 +340,12 @@ class RowLSTMClassifier(nn.Module):
         forget_bias: float = 1.0,
         cell: str = "custom",
         fused: bool = True,
+        triton: bool = False,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell={cell!r} is not one of {sorted(CELLS)}")
-        options = {"fused": fused} if cell == "custom" else {}
+        options = {"fused": fused, "triton": triton} if cell == "custom" else {}
         self.lstm = CELLS[cell](input_size, hidden_size, layer_num, dropout, forget_bias, **options)
         self.classifier = nn.Linear(hidden_size, num_classes)
 

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from mnist_lstm.cuda_graph import GraphedTraining
 from mnist_lstm.errors import UserError
@@ -42,11 +43,12 @@ class RowLSTMModule(L.LightningModule):
         fused: bool = True,
         compile: bool = False,
         cuda_graph: bool = False,
+        triton: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         self.net = RowLSTMClassifier(
-            input_size, hidden_size, layer_num, num_classes, dropout, forget_bias, cell, fused=fused
+            input_size, hidden_size, layer_num, num_classes, dropout, forget_bias, cell, fused=fused, triton=triton
         )
         if compile:
             # In place (nn.Module.compile), the LSTM only: the state-dict keys stay free of torch.compile's
@@ -60,7 +62,6 @@ class RowLSTMModule(L.LightningModule):
         # validate_args=False: predictions come from argmax and labels from MNIST, always in range, and the
         # check (torch.unique) would make the CPU wait for the GPU at every step.
         accuracy = {"num_classes": num_classes, "average": "micro", "validate_args": False}
-        self.train_acc = MulticlassAccuracy(**accuracy)
         self.val_acc = MulticlassAccuracy(**accuracy)
         self.test_acc = MulticlassAccuracy(**accuracy)
         self.val_acc_best = MaxMetric()
@@ -70,8 +71,9 @@ class RowLSTMModule(L.LightningModule):
         return self.net(images)
 
     def on_fit_start(self) -> None:
-        if self.hparams.get("cuda_graph") and self.device.type != "cuda":
-            rank_zero_warn(f"model.cuda_graph=true applies to CUDA runs only; this run is on the {self.device.type}")
+        for option in ("cuda_graph", "triton"):
+            if self.hparams.get(option) and self.device.type != "cuda":
+                rank_zero_warn(f"model.{option}=true applies to CUDA runs only; this run is on the {self.device.type}")
         if self.hparams.get("cuda_graph") and self.trainer.world_size > 1:
             raise UserError(
                 f"model.cuda_graph=true is for one GPU, and this run has {self.trainer.world_size} processes; "
@@ -91,7 +93,10 @@ class RowLSTMModule(L.LightningModule):
             # Logged as numbers on the CPU, copied there once, on a step the logger writes (it waits for the
             # device then anyway): Lightning reads the progress bar's values at every step (.item()), and for
             # tensors on a GPU each read makes the CPU wait for the GPU, twice a step.
-            loss_now, acc_now = torch.stack([loss.detach().float(), self.train_acc(preds, labels).float()]).cpu()
+            # The batch's accuracy alone: functional (torchmetrics' module form would keep a running state no one
+            # reads, at ~4x the CPU time per call).
+            acc = multiclass_accuracy(preds, labels, self.hparams.num_classes, average="micro", validate_args=False)
+            loss_now, acc_now = torch.stack([loss.detach().float(), acc.float()]).cpu()
             self.log("train/loss", loss_now, prog_bar=True)
             self.log("train/acc", acc_now, prog_bar=True)
         return loss

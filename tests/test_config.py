@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,9 @@ def test_debug_configs_compose(name: str) -> None:
         ("data.on_device=gpu", "invalid value data.on_device='gpu': data.on_device must be auto"),
         ("model.cuda_graph=true trainer.precision=bf16-mixed", "model.cuda_graph=true does not combine with"),
         ("model.cuda_graph=true model.compile=true", "are not supported together"),
+        ("model.triton=yes", "invalid value model.triton='yes': model.triton must be true or false"),
+        ("model.triton=true model.cell=torch", "model.triton=true applies to our fused loop, not to nn.LSTM"),
+        ("model.triton=true model.fused=false", "not to the plain loop (model.fused=false)"),
     ],
 )
 def test_bad_values_are_refused_with_key_and_range(override: str, expected: str) -> None:
@@ -95,3 +99,11 @@ def test_bad_values_are_refused_with_key_and_range(override: str, expected: str)
         validate(compose_train(*override.split()))
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_triton_without_the_package_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "triton" else real_find_spec(name))
+    validate(compose_train("model.triton=false"))  # not asked for: not needed
+    with pytest.raises(UserError, match="model.triton=true needs the triton package"):
+        validate(compose_train("model.triton=true"))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -108,6 +112,67 @@ def test_a_second_backward_through_the_fused_loop_is_refused() -> None:
     out.sum().backward()
     torch.testing.assert_close(plain.layers[0].gates.weight.grad, 2 * once)
     assert first.abs().sum() > 0
+
+
+@pytest.fixture
+def interpreted_triton(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """mnist_lstm.triton_lstm imported afresh under TRITON_INTERPRET=1: Triton's interpreter runs its kernels
+    on CPU tensors, so they are checked without a GPU. (Forgotten afterwards: a later import compiles them.)"""
+    pytest.importorskip("triton", reason="triton comes with PyTorch's CUDA builds for Linux, not with the others")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    sys.modules.pop("mnist_lstm.triton_lstm", None)
+    module = importlib.import_module("mnist_lstm.triton_lstm")
+    assert type(module._forward_step).__name__ == "InterpretedFunction"
+    yield module
+    sys.modules.pop("mnist_lstm.triton_lstm", None)
+
+
+def loop_run(loop: type[torch.autograd.Function], inputs: list[torch.Tensor], weights: torch.Tensor | None):
+    """One forward and backward of a fused-loop Function; the outputs and the gradients of all five inputs.
+    `weights` None: the loss reads the last output only (the classifier's case), else every output."""
+    inputs = [t.clone().requires_grad_() for t in inputs]
+    out, c = loop.apply(*inputs)
+    loss = (out[-1].sum() if weights is None else (out * weights).sum()) + c.pow(2).sum()
+    loss.backward()
+    return [out, c, *(t.grad for t in inputs)]
+
+
+@pytest.mark.parametrize(
+    ("steps", "batch", "inputs", "hidden", "every_output"),
+    [(6, 3, 7, 5, True), (4, 3, 7, 5, False), (3, 40, 4, 30, True)],  # the last: 1,200 cells, two kernel instances
+)
+def test_triton_loop_matches_the_fused_loop(
+    interpreted_triton: ModuleType, steps: int, batch: int, inputs: int, hidden: int, every_output: bool
+) -> None:
+    torch.manual_seed(steps)
+    tensors = [
+        torch.randn(steps, batch, inputs),  # x
+        torch.randn(4 * hidden, inputs + hidden) * 0.5,  # the fused weight
+        torch.randn(4 * hidden),  # bias
+        torch.randn(batch, hidden),  # h0
+        torch.randn(batch, hidden),  # c0
+    ]
+    tensors = [t.double() for t in tensors]
+    weights = torch.randn(steps, batch, hidden, dtype=torch.double) if every_output else None
+    triton_results = loop_run(interpreted_triton.TritonLSTMLoop, tensors, weights)
+    torch.testing.assert_close(triton_results, loop_run(FusedLSTMLoop, tensors, weights), rtol=0, atol=1e-12)
+
+
+def test_a_second_backward_through_the_triton_loop_is_refused(interpreted_triton: ModuleType) -> None:
+    tensors = [torch.randn(5, 2, 3), torch.randn(16, 7), torch.randn(16), torch.zeros(2, 4), torch.zeros(2, 4)]
+    out, _ = interpreted_triton.TritonLSTMLoop.apply(*(t.requires_grad_() for t in tensors))
+    out.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match=r"retain_graph=True"):
+        out.sum().backward()
+
+
+def test_the_triton_option_trains_with_the_fused_loop_on_the_cpu() -> None:
+    """Triton's kernels run on a GPU: on the CPU model.triton=true takes the fused loop, and the weights are the
+    same parameters either way (a checkpoint loads into both)."""
+    lstm = StackedLSTM(3, 4, 2, triton=True)
+    out, _ = lstm(torch.randn(5, 2, 3))
+    assert "FusedLSTMLoop" in type(out.grad_fn).__name__
+    assert lstm.state_dict().keys() == StackedLSTM(3, 4, 2).state_dict().keys()
 
 
 def test_tanh_is_tanh_in_place_or_not() -> None:

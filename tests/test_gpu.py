@@ -1,7 +1,8 @@
 """The GPU paths, on a CUDA machine:  python -m pytest -m gpu  (deselected by default: CI has no GPU).
 
-Our fused loop against cuDNN's nn.LSTM, the CUDA-graphed training step against the eager one, graphed steps
-in Lightning that never wait for the GPU, the data kept on the device, and a real train.py run using both.
+Our fused loop against cuDNN's nn.LSTM, its Triton kernels (model.triton) against it, the CUDA-graphed training
+step against the eager one, graphed steps in Lightning that never wait for the GPU, the data kept on the
+device, and real train.py runs using them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from omegaconf import OmegaConf
 from mnist_lstm.callbacks import StopOnNonFiniteLoss
 from mnist_lstm.cuda_graph import GraphedTraining
 from mnist_lstm.data import MNISTDataModule
-from mnist_lstm.lstm import RowLSTMClassifier
+from mnist_lstm.lstm import RowLSTMClassifier, StackedLSTM
 from mnist_lstm.module import RowLSTMModule
 from tests.conftest import REPO
 from tests.test_fast_paths import run, twins
@@ -117,6 +118,39 @@ def test_cuda_graph_trains_exactly_like_the_eager_step() -> None:
     assert not torch.equal(graphed_net.classifier.weight, initial)  # the replayed steps did update the weights
 
 
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.double, 1e-10), (torch.float, 2e-5)])
+def test_triton_loop_on_cuda_matches_the_fused_loop(dtype: torch.dtype, atol: float) -> None:
+    """model.triton=true: the compiled kernels (CI checks them in Triton's interpreter), against the fused loop."""
+    torch.manual_seed(0)
+    steps, batch, inputs, hidden, layer_num = 28, 48, 28, 40, 2  # 1,920 cells: two kernel instances, one partial
+    fused = StackedLSTM(inputs, hidden, layer_num).to(CUDA, dtype)
+    with_triton = StackedLSTM(inputs, hidden, layer_num, triton=True).to(CUDA, dtype)
+    with_triton.load_state_dict(fused.state_dict())
+    x = torch.randn(steps, batch, inputs, dtype=dtype, device=CUDA)
+    state = tuple(torch.randn(layer_num, batch, hidden, dtype=dtype, device=CUDA) for _ in range(2))
+    weights = torch.randn(steps, batch, hidden, dtype=dtype, device=CUDA)
+
+    out, h, c, grads = run(with_triton, x, state, weights)
+    assert "TritonLSTMLoop" in type(out.grad_fn).__name__
+    torch.testing.assert_close((out, h, c, grads), run(fused, x, state, weights), rtol=0, atol=atol)
+
+
+def test_cuda_graph_with_triton_trains_like_the_eager_fused_step() -> None:
+    torch.manual_seed(0)
+    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).to(CUDA)
+    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=True).to(CUDA)
+    graphed_net.load_state_dict(eager.state_dict())
+    batches = [(torch.rand(32, 28, 28, device=CUDA), torch.randint(0, 10, (32,), device=CUDA)) for _ in range(5)]
+    graphed = GraphedTraining(graphed_net)
+
+    eager_losses = _train(eager, eager, batches)
+    graphed_losses = _train(graphed_net, graphed, batches)
+    assert graphed.graphed is not None
+    torch.testing.assert_close(torch.stack(graphed_losses), torch.stack(eager_losses), rtol=1e-4, atol=1e-5)
+    for p, q in zip(graphed_net.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
 def test_dropout_draws_new_masks_at_every_replay() -> None:
     torch.manual_seed(0)
     net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.5).to(CUDA)
@@ -192,9 +226,11 @@ def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path
     assert len(waits) == 1 and "test_gpu.py" in waits[0], "\n".join(waits)
 
 
-def test_train_script_on_the_gpu_with_a_cuda_graph(mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("triton", [False, True])
+def test_train_script_on_the_gpu_with_a_cuda_graph(mnist_dir: Path, tmp_path: Path, triton: bool) -> None:
     run_dir = tmp_path / "run"
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "trainer=gpu", "model.cuda_graph=true"]
+    command += [f"model.triton={str(triton).lower()}"]
     command += ["max_steps=300", "val_every=150", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-3000:]

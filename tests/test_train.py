@@ -9,7 +9,9 @@ import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchmetrics.functional.classification import multiclass_accuracy
 
+import mnist_lstm.module
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.module import RowLSTMModule
 from tests.conftest import run_script
@@ -67,9 +69,13 @@ def test_training_metrics_are_computed_and_logged_only_on_the_steps_lightning_wr
         logged.append((module.trainer.global_step, name))
         log(module, name, *args, **kwargs)
 
+    def accuracy(*args: object, **kwargs: object) -> torch.Tensor:
+        computed.append(model.trainer.global_step)
+        return multiclass_accuracy(*args, **kwargs)
+
     monkeypatch.setattr(RowLSTMModule, "log", spy)
+    monkeypatch.setattr(mnist_lstm.module, "multiclass_accuracy", accuracy)
     model = RowLSTMModule(hidden_size=8, layer_num=1, optimizer=partial(torch.optim.Adam, lr=1e-3))
-    model.train_acc.register_forward_hook(lambda *_: computed.append(model.trainer.global_step))
     data = MNISTDataModule(str(mnist_dir), batch_size=16, download=False)
     trainer = L.Trainer(
         max_steps=12,
