@@ -8,8 +8,9 @@ per timestep each way: 4 kernels per timestep and layer instead of 20. The matmu
 
 Each kernel instance handles BLOCK of the batch * hidden cells of one timestep; cell (b, k) reads its four
 gates at columns k, H + k, 2H + k, 3H + k of row b of the (batch, 4H) gates, in nn.LSTM's order (i, f, g, o).
-sigmoid and tanh are written out (tanh(z) = 2 sigmoid(2z) - 1, the same function) with tl.exp.
-Without a GPU, TRITON_INTERPRET=1 runs them on CPU tensors (the tests do).
+Without a GPU, TRITON_INTERPRET=1 runs them on CPU tensors (the tests do). sigmoid and tanh are written out
+here with tl.exp (tanh(z) = 2 sigmoid(2z) - 1, the same function): tl.sigmoid is itself a Triton function,
+interpreted only if TRITON_INTERPRET was set before triton was first imported.
 """
 
 from __future__ import annotations
