@@ -5,14 +5,17 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
 
 from mnist_lstm import lstm as lstm_module
+from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.lstm import FusedLSTMLoop, RowLSTMClassifier, StackedLSTM
 from mnist_lstm.module import RowLSTMModule
 from tests.conftest import run_script
@@ -173,6 +176,27 @@ def test_the_triton_option_trains_with_the_fused_loop_on_the_cpu() -> None:
     out, _ = lstm(torch.randn(5, 2, 3))
     assert "FusedLSTMLoop" in type(out.grad_fn).__name__
     assert lstm.state_dict().keys() == StackedLSTM(3, 4, 2).state_dict().keys()
+
+
+def test_gpu_options_on_the_cpu_train_with_a_warning_each(mnist_dir: Path) -> None:
+    """model.triton and model.cuda_graph on a CPU run: each says it does not apply, and the run trains."""
+    model = RowLSTMModule(
+        hidden_size=8, layer_num=1, triton=True, cuda_graph=True, optimizer=partial(torch.optim.Adam, lr=1e-3)
+    )
+    trainer = L.Trainer(
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    with pytest.warns(UserWarning, match="applies to CUDA runs only") as caught:
+        trainer.fit(model, MNISTDataModule(str(mnist_dir), batch_size=16, download=False))
+    warned = {str(w.message).split("=")[0] for w in caught if "applies to CUDA runs only" in str(w.message)}
+    assert warned == {"model.triton", "model.cuda_graph"}
+    assert trainer.global_step == 2
 
 
 def test_tanh_is_tanh_in_place_or_not() -> None:
