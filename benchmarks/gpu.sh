@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements, as one prepared script for a CUDA machine:
 #   bash benchmarks/gpu.sh [data_dir] [out_dir] [parts]     (data_dir holds MNIST/raw/; default: data)
-# parts (default "tests suite"), run in the order given:
+# parts (default "tests suite"), run in the order given (a short lease: "clean pycache tests steps recipe"):
 #   imports  how long importing train.py's modules takes, and python -X importtime's list
 #            -> <out_dir>/importtime[-clean].txt (seconds)
 #   clean    from here on, run in a virtual environment holding only this project's dependencies, linked from
@@ -19,6 +19,8 @@
 #   suite    the suite on the GPU: our LSTM against cuDNN (fp32, bf16-mixed, CUDA graph), the 10k one-shot
 #            inference's torch.cuda.max_memory_allocated beside the tutorial CNN, train.py against a bare loop,
 #            and the recipe -> <out_dir>/results.{json,csv,md} (about 5 minutes; GPU_ROUNDS=15 rounds)
+#   steps    the training step alone at the tutorial's shape, every GPU variant (model.triton's included), 20 rounds
+#            -> <out_dir>/steps/train_step.json (about a minute)
 #   compile  torch.compile's training step at the tutorial's shape -> <out_dir>/compile/ (about a minute)
 # A machine without this project's packages (the lent H100s have torch, lightning, torchmetrics, tensorboard and
 # matplotlib, not Hydra): copy site-packages/{hydra,omegaconf,antlr4} into an ignored folder of the checkout,
@@ -72,10 +74,14 @@ print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', h
     suite)
       timeout 450 "$py" -m benchmarks.run --device cuda --rounds "${GPU_ROUNDS:-15}" --data-dir "$data_dir" --out "$out" 2>&1 \
         | tee "$out/suite.log" | tail -60 ;;
+    steps)
+      timeout 150 "$py" -m benchmarks.run --device cuda --train-step-only --rounds 20 --data-dir "$data_dir" \
+        --out "$out/steps" 2>&1 | grep -E "^(train step|left out)" ;;
     compile)
       timeout 100 "$py" -m benchmarks.run --device cuda --compile --train-step-only --rounds 20 \
         --data-dir "$data_dir" --out "$out/compile" 2>&1 | tail -30 ;;
-    *) echo "unknown part: $part (imports, clean, pycache, tests, trace, recipe, profile, suite, compile)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (imports, clean, pycache, tests, trace, recipe, profile, suite, steps, compile)" >&2
+       exit 2 ;;
   esac
 done
 echo "all done at $((SECONDS - start)) s"

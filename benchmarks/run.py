@@ -323,6 +323,13 @@ def end_to_end(sizes: Sizes, args: argparse.Namespace, device: torch.device) -> 
             flush=True,
         )
     if device.type == "cuda":  # the CUDA-graph pair above is the GPU's overhead measure (and gpu.sh's time is short)
+        try:  # and the same with model.triton's kernels (not yet run on a GPU: a failure must not cost the rest)
+            row["triton"] = script_against_bare(
+                args.data_dir, device, (hidden, layers, batch), steps, warmup, rounds, graph=True, triton=True
+            )
+        except Exception as err:
+            row["triton"] = {"error": repr(err)[-1500:]}
+        print(f"end to end (CUDA graph, Triton): {row['triton']}", flush=True)
         return row
     *small, steps = sizes.e2e_small
     small_rounds = 1 if args.smoke else 2 * rounds  # the differences are a millisecond: more rounds
@@ -347,17 +354,29 @@ def whole_run(data_dir: str, model: tuple[int, int, int], steps: int, rounds: in
 
 
 def script_against_bare(
-    data_dir: str, device: torch.device, model: tuple[int, int, int], steps: int, warmup: int, rounds: int, graph: bool
+    data_dir: str,
+    device: torch.device,
+    model: tuple[int, int, int],
+    steps: int,
+    warmup: int,
+    rounds: int,
+    graph: bool,
+    triton: bool = False,
 ) -> dict[str, float]:
     """train.py and the bare loop, alternately, `rounds` times each: median steps per second, and the median
     over rounds of the overhead, in percent and in milliseconds per step."""
     hidden, layers, batch = model
     overrides = [f"hidden_size={hidden}", f"layer_num={layers}", f"batch_size={batch}"]
     overrides += ["model.cuda_graph=true"] if graph else []
+    overrides += ["model.triton=true"] if triton else []
     script, bare = [], []
     for _ in range(rounds):
         script.append(e2e.train_script_steps_per_second(steps, warmup, data_dir, device.type, *overrides))
-        bare.append(e2e.bare_loop_steps_per_second(steps, warmup, data_dir, device.type, hidden, layers, batch, graph))
+        bare.append(
+            e2e.bare_loop_steps_per_second(
+                steps, warmup, data_dir, device.type, hidden, layers, batch, graph, triton=triton
+            )
+        )
     pairs = list(zip(bare, script, strict=True))
     return {
         "train_py_steps_per_s": statistics.median(script),
@@ -428,6 +447,15 @@ def markdown(results: dict[str, object]) -> str:
             f" With model.cuda_graph=true: train.py {g['train_py_steps_per_s']:.2f} steps/s, bare loop "
             f"{g['bare_steps_per_s']:.2f} steps/s: overhead {g['overhead_percent']:.1f}% "
             f"({g['overhead_ms_per_step']:.2f} ms per step)."
+        )
+    if "triton" in e:
+        t = e["triton"]
+        lines[-1] += (
+            f" With model.cuda_graph=true model.triton=true: failed ({t['error'][:200]})."
+            if "error" in t
+            else f" With model.cuda_graph=true model.triton=true: train.py {t['train_py_steps_per_s']:.2f} steps/s, "
+            f"bare loop {t['bare_steps_per_s']:.2f} steps/s: overhead {t['overhead_percent']:.1f}% "
+            f"({t['overhead_ms_per_step']:.2f} ms per step)."
         )
     if "small" in e:
         m = e["small"]
