@@ -1,5 +1,9 @@
 """Evaluate a checkpoint on the official MNIST test set: `python scripts/eval.py ckpt_path=<ckpt>` (conf/eval.yaml)."""
 
+import gc
+
+gc.disable()  # while importing: see mnist_lstm/cli.py (hydra_main)
+
 from omegaconf import DictConfig
 
 from mnist_lstm.cli import hydra_main

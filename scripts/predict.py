@@ -1,6 +1,10 @@
 """Predict the digit in a picture: `python scripts/predict.py ckpt_path=<ckpt> image=<file> [explain=true]`
 (see conf/predict.yaml)."""
 
+import gc
+
+gc.disable()  # while importing: see mnist_lstm/cli.py (hydra_main)
+
 from omegaconf import DictConfig
 
 from mnist_lstm.cli import hydra_main

@@ -3,6 +3,10 @@
 `python scripts/train.py ckpt_path=<run>/checkpoints/last.ckpt` continues that run where it stopped.
 """
 
+import gc
+
+gc.disable()  # while importing: see mnist_lstm/cli.py (hydra_main)
+
 from omegaconf import DictConfig
 
 from mnist_lstm.cli import hydra_main

@@ -1,6 +1,10 @@
 """Draw how a checkpoint's model reads digits row by row: `python scripts/visualize.py ckpt_path=<ckpt> index=4`
 (see conf/visualize.yaml)."""
 
+import gc
+
+gc.disable()  # while importing: see mnist_lstm/cli.py (hydra_main)
+
 from omegaconf import DictConfig
 
 from mnist_lstm.cli import hydra_main

@@ -123,3 +123,19 @@ def test_clean_environment_holds_the_dependencies_and_nothing_else(tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["True", "mnist_lstm.train"]  # the project imports; pytest is not there
+
+
+def test_compare_trees_runs_both_checkouts_and_reports_every_phase(mnist_dir: Path, tmp_path: Path) -> None:
+    """benchmarks.compare_trees on this checkout against itself, one round of a 10-step run."""
+    out = tmp_path / "compare.json"
+    command = [sys.executable, "-m", "benchmarks.compare_trees", "--before", str(REPO), "--rounds", "1"]
+    command += ["--steps", "10", "--threads", "1", "--data-dir", str(mnist_dir), "--out", str(out)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for name in ("before", "after"):
+        phases = results["medians"][name]
+        parts = [k for k in phases if k not in ("wall_s", "to_train_start_s", "steps_s", "after_steps_s")]
+        assert sum(phases[k] for k in parts) == pytest.approx(phases["wall_s"], rel=1e-6)
+        assert phases["test_figures_s"] > 0  # a whole run: the test and its figures included
+    assert results["wall_ratio"] > 0 and "wall time, median of per-round ratios" in result.stdout

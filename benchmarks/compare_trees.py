@@ -1,0 +1,77 @@
+"""Two checkouts' whole train.py runs, interleaved: where a change moved a run's wall time, phase by phase.
+
+    git worktree add /tmp/before <commit>
+    python -m benchmarks.compare_trees --before /tmp/before --data-dir /tmp/mnistdata --rounds 6 --out r.json
+
+Each round runs the small model's 100-step run (validation, test, figures) once in each tree, in fresh
+processes, alternating which goes first; every phase of `benchmarks.e2e.phases` is reported as the median over
+rounds, with the median of the per-round ratios of the wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = """
+import json, sys
+sys.path.insert(0, {tree!r})
+import torch
+torch.set_num_threads({threads})
+from benchmarks.e2e import run_train_script
+seconds, _ = run_train_script({steps}, {data_dir!r}, "cpu", "hidden_size=8", "layer_num=1", "batch_size=128",
+                              "val_every={steps}")
+print(json.dumps(seconds))
+"""
+
+
+def whole_run(tree: Path, data_dir: str, steps: int, threads: int) -> dict[str, float]:
+    """One train.py run of `tree`'s code (its benchmarks.e2e and scripts), in a fresh interpreter."""
+    code = RUN.format(tree=str(tree), data_dir=data_dir, steps=steps, threads=threads)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the run of {tree} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compare(trees: dict[str, Path], data_dir: str, rounds: int, steps: int, threads: int) -> dict[str, object]:
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for r in range(rounds):
+        order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
+        for name, tree in order:
+            runs[name].append(whole_run(tree, data_dir, steps, threads))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]['wall_s']:.2f} s" for n, v in runs.items()), flush=True)
+    before, after = runs["before"], runs["after"]
+    medians = {name: {k: statistics.median(run[k] for run in v) for k in v[0]} for name, v in runs.items()}
+    ratio = statistics.median(a["wall_s"] / b["wall_s"] for a, b in zip(after, before, strict=True))
+    return {"rounds": rounds, "steps": steps, "medians": medians, "wall_ratio": ratio, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="the other checkout (e.g. a git worktree)")
+    parser.add_argument("--after", type=Path, default=REPO, help="default: this checkout")
+    parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each run")
+    parser.add_argument("--out", type=Path, help="the runs and medians, as JSON")
+    args = parser.parse_args(argv)
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    results = compare(trees, args.data_dir, args.rounds, args.steps, args.threads)
+    results["command"] = " ".join([Path(sys.executable).name, "-m", "benchmarks.compare_trees", *sys.argv[1:]])
+    before, after = results["medians"]["before"], results["medians"]["after"]
+    for key in before:
+        print(f"{key:16s} before {before[key]:7.3f}  after {after[key]:7.3f}  {after[key] - before[key]:+.3f}")
+    print(f"wall time, median of per-round ratios after/before: {results['wall_ratio']:.3f}")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
