@@ -204,12 +204,14 @@ RECIPE_RUNS = {  # name -> train.py overrides; the tutorial recipe (2,000 steps,
 
 
 def recipe(
-    data_dir: str, device: str, runs: dict[str, list[str]] | None = None, out: Path | None = None
+    data_dir: str, device: str, runs: dict[str, list[str]] | None = None, out: Path | None = None, rounds: int = 1
 ) -> list[dict[str, object]]:
     """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only; with and
     without model.triton's kernels), then scripts/train.py start to exit (validation, test and figures
     included), split into its phases (`phases`), with its training steps per second (the goal: <= 15 s).
-    `out`: the rows so far are written there (JSON) after each run."""
+    With `rounds` > 1 the train.py runs repeat, every other round in reverse order (the first run after the bare
+    loop has been the slowest to start), each row numbered by its round. `out`: the rows so far are written
+    there (JSON) after each run."""
     rows: list[dict[str, object]] = []
     for triton in (True, False):
         name = "bare loop, CUDA graph" + (", Triton" if triton else "")
@@ -222,17 +224,21 @@ def recipe(
             continue
         rows.append({"run": name, "wall_s": time.perf_counter() - start, "steps_per_s": rate})
         print(f"recipe {name}: {rows[-1]['wall_s']:.1f} s wall, {rate:.0f} steps/s", flush=True)
-    for name, overrides in (RECIPE_RUNS if runs is None else runs).items():
-        if out is not None:
-            out.write_text(json.dumps(rows, indent=2))
-        try:
-            seconds, ends = run_train_script(2000, data_dir, device, *overrides)
-        except RuntimeError as err:
-            rows.append({"run": name, "error": str(err)[-1500:]})
-            print(f"recipe {name}: failed\n{err}", flush=True)
-            continue
-        rows.append({"run": name, **seconds, "steps_per_s": steps_per_second(ends, 10)})
-        print(f"recipe {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items() if k != "run"), flush=True)
+    chosen = list((RECIPE_RUNS if runs is None else runs).items())
+    for r in range(rounds):
+        for name, overrides in chosen if r % 2 == 0 else chosen[::-1]:
+            if out is not None:
+                out.write_text(json.dumps(rows, indent=2))
+            numbered = {"round": r + 1} if rounds > 1 else {}
+            try:
+                seconds, ends = run_train_script(2000, data_dir, device, *overrides)
+            except RuntimeError as err:
+                rows.append({"run": name, **numbered, "error": str(err)[-1500:]})
+                print(f"recipe {name}: failed\n{err}", flush=True)
+                continue
+            rows.append({"run": name, **numbered, **seconds, "steps_per_s": steps_per_second(ends, 10)})
+            numbers = ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items() if isinstance(v, float))
+            print(f"recipe {name}{f' (round {r + 1})' if numbered else ''}: {numbers}", flush=True)
     if out is not None:
         out.write_text(json.dumps(rows, indent=2))
     return rows
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         "(fit-profile.txt, test-profile.txt) go to this folder",
     )
     parser.add_argument("--runs", type=int, default=len(RECIPE_RUNS), help="the first this many of RECIPE_RUNS")
+    parser.add_argument("--rounds", type=int, default=1, help="of those runs, every other round in reverse order")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.profile:
@@ -263,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{profiler}.filename=profile",
         )
         print("profiled run: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()), flush=True)
-    recipe(args.data_dir, device, dict(list(RECIPE_RUNS.items())[: args.runs]), out=args.out)
+    recipe(args.data_dir, device, dict(list(RECIPE_RUNS.items())[: args.runs]), out=args.out, rounds=args.rounds)
 
 
 if __name__ == "__main__":

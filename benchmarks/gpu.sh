@@ -14,7 +14,7 @@
 #   trace    torch.profiler over 20 CUDA-graphed steps in train.py and in the bare loop (benchmarks/trace.py)
 #            -> <out_dir>/trace.txt, trace-*.json.gz (about a minute)
 #   recipe   the 2,000-step recipe's first two runs (CUDA graph with and without model.triton) alone, split
-#            into their phases, after the bare loop's (both ways) -> <out_dir>/recipe.json (about 2 minutes)
+#            into their phases, after the bare loop's (both ways); twice, ABBA -> <out_dir>/recipe.json (~2 minutes)
 #   profile  the same after one run under Lightning's SimpleProfiler -> <out_dir>/{fit,test}-profile.txt
 #   suite    the suite on the GPU: our LSTM against cuDNN (fp32, bf16-mixed, CUDA graph), the 10k one-shot
 #            inference's torch.cuda.max_memory_allocated beside the tutorial CNN, train.py against a bare loop,
@@ -67,7 +67,7 @@ print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', h
     trace)
       timeout 120 "$py" -m benchmarks.trace --data-dir "$data_dir" --out "$out" ;;
     recipe)
-      timeout 200 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --runs 2 ;;
+      timeout 240 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --runs 2 --rounds 2 ;;
     profile)
       timeout 240 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --profile "$out" \
         --runs 2 ;;
