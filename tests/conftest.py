@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 from mnist_lstm.data import MNIST_FILES
@@ -63,3 +64,17 @@ def tiny_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result.stdout + result.stderr
+
+
+def quiet_cpu_trainer(**options: object) -> L.Trainer:
+    """A Trainer on the CPU for tests that fit a module directly: no validation, and nothing written or printed
+    (no logger, checkpoints, progress bar or model summary); `options` add to or replace these."""
+    quiet = {
+        "limit_val_batches": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "accelerator": "cpu",
+    }
+    return L.Trainer(**{**quiet, **options})

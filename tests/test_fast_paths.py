@@ -9,7 +9,6 @@ from functools import partial
 from pathlib import Path
 from types import ModuleType
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -18,7 +17,7 @@ from mnist_lstm import lstm as lstm_module
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.lstm import FusedLSTMLoop, RowLSTMClassifier, StackedLSTM
 from mnist_lstm.module import RowLSTMModule
-from tests.conftest import run_script
+from tests.conftest import quiet_cpu_trainer, run_script
 from tests.test_lstm import copy_into_nn_lstm, nn_lstm_grads_as_ours
 
 
@@ -183,15 +182,7 @@ def test_gpu_options_on_the_cpu_train_with_a_warning_each(mnist_dir: Path) -> No
     model = RowLSTMModule(
         hidden_size=8, layer_num=1, triton=True, cuda_graph=True, optimizer=partial(torch.optim.Adam, lr=1e-3)
     )
-    trainer = L.Trainer(
-        max_steps=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_cpu_trainer(max_steps=2)
     with pytest.warns(UserWarning, match="applies to CUDA runs only") as caught:
         trainer.fit(model, MNISTDataModule(str(mnist_dir), batch_size=16, download=False))
     warned = {str(w.message).split("=")[0] for w in caught if "applies to CUDA runs only" in str(w.message)}

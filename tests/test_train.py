@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -14,7 +13,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 import mnist_lstm.module
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.module import RowLSTMModule
-from tests.conftest import run_script
+from tests.conftest import quiet_cpu_trainer, run_script
 
 
 def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -77,16 +76,7 @@ def test_training_metrics_are_computed_and_logged_only_on_the_steps_lightning_wr
     monkeypatch.setattr(mnist_lstm.module, "multiclass_accuracy", accuracy)
     model = RowLSTMModule(hidden_size=8, layer_num=1, optimizer=partial(torch.optim.Adam, lr=1e-3))
     data = MNISTDataModule(str(mnist_dir), batch_size=16, download=False)
-    trainer = L.Trainer(
-        max_steps=12,
-        log_every_n_steps=4,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_cpu_trainer(max_steps=12, log_every_n_steps=4)
     trainer.fit(model, data)
     assert logged == [(step, name) for step in (3, 7, 11) for name in ("train/loss", "train/acc")]
     assert computed == [3, 7, 11]
