@@ -73,7 +73,7 @@ def hydra_main(config_name: str, config_path: str = "../conf", resumable: bool =
         def main() -> T | None:
             # The scripts import with Python's cyclic garbage collector off: torch, Lightning, matplotlib and the
             # rest make ~470,000 long-lived objects and no garbage to speak of, and the collector's full passes
-            # over them, as they accumulated, took about a second of every start. Imported, they are frozen: no
+            # over them, as they accumulated, took 0.7-0.8 s of every start here. Imported, they are frozen: no
             # later pass scans them again (e.g. the one the test figures' garbage sets off, 0.27 s), and the
             # collector is back on for the run's own objects.
             gc.freeze()

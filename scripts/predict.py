@@ -3,7 +3,8 @@
 
 import gc
 
-gc.disable()  # while importing: see mnist_lstm/cli.py (hydra_main)
+if __name__ == "__main__":  # (run, not imported: only then does hydra_main turn it back on)
+    gc.disable()  # while importing: see mnist_lstm/cli.py (hydra_main)
 
 from omegaconf import DictConfig
 
