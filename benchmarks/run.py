@@ -441,21 +441,19 @@ def markdown(results: dict[str, object]) -> str:
         f"scripts/train.py {e['train_py_steps_per_s']:.2f} steps/s, bare PyTorch loop {e['bare_steps_per_s']:.2f} "
         f"steps/s: overhead {e['overhead_percent']:.1f}% ({e['overhead_ms_per_step']:.2f} ms per step).",
     ]
-    if "cuda_graph" in e:
-        g = e["cuda_graph"]
+    for key, options in (
+        ("cuda_graph", "model.cuda_graph=true"),
+        ("triton", "model.cuda_graph=true model.triton=true"),
+    ):
+        pair = e.get(key)
+        if pair is None:
+            continue
         lines[-1] += (
-            f" With model.cuda_graph=true: train.py {g['train_py_steps_per_s']:.2f} steps/s, bare loop "
-            f"{g['bare_steps_per_s']:.2f} steps/s: overhead {g['overhead_percent']:.1f}% "
-            f"({g['overhead_ms_per_step']:.2f} ms per step)."
-        )
-    if "triton" in e:
-        t = e["triton"]
-        lines[-1] += (
-            f" With model.cuda_graph=true model.triton=true: failed ({t['error'][:200]})."
-            if "error" in t
-            else f" With model.cuda_graph=true model.triton=true: train.py {t['train_py_steps_per_s']:.2f} steps/s, "
-            f"bare loop {t['bare_steps_per_s']:.2f} steps/s: overhead {t['overhead_percent']:.1f}% "
-            f"({t['overhead_ms_per_step']:.2f} ms per step)."
+            f" With {options}: failed ({pair['error'][:200]})."
+            if "error" in pair
+            else f" With {options}: train.py {pair['train_py_steps_per_s']:.2f} steps/s, bare loop "
+            f"{pair['bare_steps_per_s']:.2f} steps/s: overhead {pair['overhead_percent']:.1f}% "
+            f"({pair['overhead_ms_per_step']:.2f} ms per step)."
         )
     if "small" in e:
         m = e["small"]

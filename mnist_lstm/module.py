@@ -61,9 +61,9 @@ class RowLSTMModule(L.LightningModule):
         self.scheduler_factory = scheduler
         # validate_args=False: predictions come from argmax and labels from MNIST, always in range, and the
         # check (torch.unique) would make the CPU wait for the GPU at every step.
-        accuracy = {"num_classes": num_classes, "average": "micro", "validate_args": False}
-        self.val_acc = MulticlassAccuracy(**accuracy)
-        self.test_acc = MulticlassAccuracy(**accuracy)
+        self.accuracy_options = {"num_classes": num_classes, "average": "micro", "validate_args": False}
+        self.val_acc = MulticlassAccuracy(**self.accuracy_options)
+        self.test_acc = MulticlassAccuracy(**self.accuracy_options)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in the checkpoint, so a resumed run keeps its best so far
 
@@ -95,7 +95,7 @@ class RowLSTMModule(L.LightningModule):
             # tensors on a GPU each read makes the CPU wait for the GPU, twice a step.
             # The batch's accuracy alone: functional (torchmetrics' module form would keep a running state no one
             # reads, at ~4x the CPU time per call).
-            acc = multiclass_accuracy(preds, labels, self.hparams.num_classes, average="micro", validate_args=False)
+            acc = multiclass_accuracy(preds, labels, **self.accuracy_options)
             loss_now, acc_now = torch.stack([loss.detach().float(), acc.float()]).cpu()
             self.log("train/loss", loss_now, prog_bar=True)
             self.log("train/acc", acc_now, prog_bar=True)

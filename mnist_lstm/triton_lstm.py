@@ -112,7 +112,7 @@ class TritonLSTMLoop(torch.autograd.Function):
         w_hidden = weight[:, input_size:]
         d_h = d_outputs[-1].contiguous().clone()  # (contiguous: the kernel reads cell b * hidden + k)
         d_c = d_c_last.contiguous().clone()
-        d_gates = gates
+        d_gates = gates  # dL/d(pre-activation) of every step, written over its local derivatives
         grid = (triton.cdiv(batch * hidden, BLOCK),)
 
         for t in reversed(range(steps)):  # backpropagation through time
