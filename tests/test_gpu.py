@@ -118,8 +118,9 @@ def test_cuda_graph_trains_exactly_like_the_eager_step() -> None:
     assert not torch.equal(graphed_net.classifier.weight, initial)  # the replayed steps did update the weights
 
 
-@pytest.mark.parametrize(("dtype", "atol"), [(torch.double, 1e-10), (torch.float, 2e-5)])
-def test_triton_loop_on_cuda_matches_the_fused_loop(dtype: torch.dtype, atol: float) -> None:
+# float32: Triton's exp is the GPU's fast approximate one (ex2.approx), torch's is not; float64 checks the math.
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.double, 1e-10), (torch.float, 1e-4)])
+def test_triton_loop_on_cuda_matches_the_fused_loop(dtype: torch.dtype, tolerance: float) -> None:
     """model.triton=true: the compiled kernels (CI checks them in Triton's interpreter), against the fused loop."""
     torch.manual_seed(0)
     steps, batch, inputs, hidden, layer_num = 28, 48, 28, 40, 2  # 1,920 cells: two kernel instances, one partial
@@ -132,7 +133,7 @@ def test_triton_loop_on_cuda_matches_the_fused_loop(dtype: torch.dtype, atol: fl
 
     out, h, c, grads = run(with_triton, x, state, weights)
     assert "TritonLSTMLoop" in type(out.grad_fn).__name__
-    torch.testing.assert_close((out, h, c, grads), run(fused, x, state, weights), rtol=0, atol=atol)
+    torch.testing.assert_close((out, h, c, grads), run(fused, x, state, weights), rtol=tolerance, atol=tolerance)
 
 
 def test_cuda_graph_with_triton_trains_like_its_eager_step() -> None:
