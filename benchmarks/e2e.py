@@ -161,16 +161,18 @@ def bare_loop_steps_per_second(
     cuda_graph: bool = False,
     on_step: Callable[[int], None] | None = None,
     triton: bool = False,
+    fused_adam: bool = True,
 ) -> float:
     """The same model, optimiser and data as train.py, in a plain loop over shuffled batches gathered from
-    the training set, which is kept on the device. `on_step(step)` is called before each step (a profiler's)."""
+    the training set, which is kept on the device. `on_step(step)` is called before each step (a profiler's).
+    `fused_adam=False`: Adam's default implementation instead (for-each on a GPU), to measure what fusing gives."""
     data = MNISTDataModule(data_dir=data_dir, download=False)
     data.prepare_data()
     data.setup("fit")
     images, labels = (t.to(device) for t in data.train_set.tensors)
     model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num, triton=triton).to(device)
     net = GraphedTraining(model) if cuda_graph else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam or None)  # (conf/model/lstm.yaml)
     order = torch.randperm(len(images), device=device)
     ends = []
     for step in range(steps):
@@ -244,6 +246,22 @@ def recipe(
     return rows
 
 
+def compare_adam(
+    data_dir: str, device: str, rounds: int, steps: int = 2000, hidden_size: int = 256
+) -> list[dict[str, object]]:
+    """The bare loop's steps per second with Adam fused (train.py's) and Adam's default, interleaved."""
+    rows: list[dict[str, object]] = []
+    for r in range(rounds):
+        for fused in (True, False) if r % 2 == 0 else (False, True):
+            gpu = device == "cuda"
+            rate = bare_loop_steps_per_second(
+                steps, 10, data_dir, device, hidden_size, 2, 128, cuda_graph=gpu, triton=gpu, fused_adam=fused
+            )
+            rows.append({"adam": "fused" if fused else "default", "round": r + 1, "steps_per_s": rate})
+            print(f"bare loop, Adam {rows[-1]['adam']} (round {r + 1}): {rate:.0f} steps/s", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The 2,000-step recipe alone, on the GPU (benchmarks/gpu.sh).")
     parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/")
@@ -256,8 +274,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--runs", type=int, default=len(RECIPE_RUNS), help="the first this many of RECIPE_RUNS")
     parser.add_argument("--rounds", type=int, default=1, help="of those runs, every other round in reverse order")
+    parser.add_argument(
+        "--adam-rounds",
+        type=int,
+        default=0,
+        help="instead of the recipe: the bare loop's 2,000 steps (CUDA graph, Triton) with Adam fused and not, "
+        "this many rounds in ABBA order",
+    )
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.adam_rounds:
+        args.out.write_text(json.dumps(compare_adam(args.data_dir, device, args.adam_rounds), indent=2))
+        return
     if args.profile:
         profiler = "+trainer.profiler"
         seconds, ends = run_train_script(

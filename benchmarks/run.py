@@ -105,7 +105,7 @@ def train_step(
     """One optimiser step (forward, backward, Adam) on a fixed random batch, as train.py takes it."""
     images = torch.rand(batch, 28, 28, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # (as conf/model/lstm.yaml)
     model.train()
     net = GraphedTraining(model) if cuda_graph else model
 

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from benchmarks import e2e
 from benchmarks.clean_env import dependency_closure
 from benchmarks.clean_env import make as make_clean_env
 from benchmarks.e2e import steps_per_second
@@ -139,3 +141,18 @@ def test_compare_trees_runs_both_checkouts_and_reports_every_phase(mnist_dir: Pa
         assert sum(phases[k] for k in parts) == pytest.approx(phases["wall_s"], rel=1e-6)
         assert phases["test_figures_s"] > 0  # a whole run: the test and its figures included
     assert results["wall_ratio"] > 0 and "wall time, median of per-round ratios" in result.stdout
+
+
+def test_adam_comparison_alternates_fused_and_default_adam(mnist_dir: Path, monkeypatch) -> None:
+    built = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, params, **options) -> None:
+            built.append(options.get("fused"))
+            super().__init__(params, **options)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    rows = e2e.compare_adam(str(mnist_dir), "cpu", rounds=2, steps=12, hidden_size=4)
+    assert [(row["adam"], row["round"]) for row in rows] == [("fused", 1), ("default", 1), ("default", 2), ("fused", 2)]
+    assert built == [True, None, None, True]  # train.py's fused Adam, then Adam's own default
+    assert all(row["steps_per_s"] > 0 for row in rows)

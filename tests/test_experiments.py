@@ -23,6 +23,7 @@ def test_tutorial_experiment_is_exactly_the_tutorials_recipe() -> None:
     assert type(optimizer).__name__ == "Adam"
     group = optimizer.param_groups[0]
     assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-8, 0.0)
+    assert group["fused"]  # the same update, one kernel (conf/model/lstm.yaml)
     assert [tuple(layer.gates.weight.shape) for layer in module.net.lstm.layers] == [(1024, 284), (1024, 512)]
 
 
