@@ -16,6 +16,8 @@
 #   recipe   the 2,000-step recipe's first two runs (CUDA graph with and without model.triton) alone, split
 #            into their phases, after the bare loop's (both ways); twice, ABBA -> <out_dir>/recipe.json (~2 minutes)
 #   profile  the same after one run under Lightning's SimpleProfiler -> <out_dir>/{fit,test}-profile.txt
+#   adam     the bare loop's 2,000 steps (CUDA graph, Triton) with Adam fused (train.py's) and Adam's default
+#            (for-each), interleaved, 2 rounds -> <out_dir>/adam.json (about half a minute)
 #   suite    the suite on the GPU: our LSTM against cuDNN (fp32, bf16-mixed, CUDA graph), the 10k one-shot
 #            inference's torch.cuda.max_memory_allocated beside the tutorial CNN, train.py against a bare loop,
 #            and the recipe -> <out_dir>/results.{json,csv,md} (about 5 minutes; GPU_ROUNDS=15 rounds)
@@ -71,6 +73,8 @@ print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', h
     profile)
       timeout 240 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --profile "$out" \
         --runs 2 ;;
+    adam)
+      timeout 120 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/adam.json" --adam-rounds 2 ;;
     suite)
       timeout 450 "$py" -m benchmarks.run --device cuda --rounds "${GPU_ROUNDS:-15}" --data-dir "$data_dir" --out "$out" 2>&1 \
         | tee "$out/suite.log" | tail -60 ;;
@@ -80,7 +84,7 @@ print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', h
     compile)
       timeout 100 "$py" -m benchmarks.run --device cuda --compile --train-step-only --rounds 20 \
         --data-dir "$data_dir" --out "$out/compile" 2>&1 | tail -30 ;;
-    *) echo "unknown part: $part (imports, clean, pycache, tests, trace, recipe, profile, suite, steps, compile)" >&2
+    *) echo "unknown part: $part (imports, clean, pycache, tests, trace, recipe, profile, adam, suite, steps, compile)" >&2
        exit 2 ;;
   esac
 done
