@@ -172,7 +172,7 @@ def bare_loop_steps_per_second(
     images, labels = (t.to(device) for t in data.train_set.tensors)
     model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num, triton=triton).to(device)
     net = GraphedTraining(model) if cuda_graph else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam or None)  # (conf/model/lstm.yaml)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused_adam else None)  # as in conf/
     order = torch.randperm(len(images), device=device)
     ends = []
     for step in range(steps):
@@ -251,9 +251,9 @@ def compare_adam(
 ) -> list[dict[str, object]]:
     """The bare loop's steps per second with Adam fused (train.py's) and Adam's default, interleaved."""
     rows: list[dict[str, object]] = []
+    gpu = device == "cuda"
     for r in range(rounds):
         for fused in (True, False) if r % 2 == 0 else (False, True):
-            gpu = device == "cuda"
             rate = bare_loop_steps_per_second(
                 steps, 10, data_dir, device, hidden_size, 2, 128, cuda_graph=gpu, triton=gpu, fused_adam=fused
             )
