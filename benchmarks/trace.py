@@ -96,15 +96,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--start", type=int, default=200, help="the first step profiled (after the warm-up)")
     parser.add_argument("--steps", type=int, default=20, help="steps profiled")
+    parser.add_argument("--triton", action="store_true", help="with model.triton=true, in the bare loop likewise")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "trace.txt").unlink(missing_ok=True)
+    options = ["model.cuda_graph=true"] + (["model.triton=true"] if args.triton else [])
+    (args.out / "trace.txt").write_text(f"train.py {' '.join(options)}, and the bare loop likewise\n")
     steps = args.start + args.steps + 10
     window = Window("bare", args.out, args.start, args.steps)
     device = "cuda" if CUDA else "cpu"
-    e2e.bare_loop_steps_per_second(steps, 5, args.data_dir, device, 256, 2, 128, cuda_graph=CUDA, on_step=window)
+    e2e.bare_loop_steps_per_second(
+        steps, 5, args.data_dir, device, 256, 2, 128, cuda_graph=CUDA, on_step=window, triton=args.triton
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, str(e2e.REPO / "scripts" / "train.py"), "model.cuda_graph=true"]
+        command = [sys.executable, str(e2e.REPO / "scripts" / "train.py"), *options]
         command += [f"max_steps={steps}", f"val_every={steps}", "test=false", f"data.data_dir={args.data_dir}"]
         command += [f"hydra.run.dir={tmp}/run", "+callbacks.trace._target_=benchmarks.trace.TraceSteps"]
         command += [f"+callbacks.trace.out={args.out.resolve()}", f"+callbacks.trace.start={args.start}"]

@@ -103,9 +103,11 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
 def test_trace_profiles_a_window_of_steps_in_train_py_and_the_bare_loop(mnist_dir: Path, tmp_path: Path) -> None:
     """benchmarks/trace.py, dry-run on the CPU (on a GPU it also counts the kernels and the GPU's busy time)."""
     command = [sys.executable, "-m", "benchmarks.trace", "--data-dir", str(mnist_dir), "--out", str(tmp_path)]
-    result = subprocess.run([*command, "--start", "2", "--steps", "2"], cwd=REPO, capture_output=True, text=True)
+    options = ["--start", "2", "--steps", "2", "--triton"]
+    result = subprocess.run([*command, *options], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "trace.txt").read_text()
+    assert report.startswith("train.py model.cuda_graph=true model.triton=true, and the bare loop likewise")
     headers = [line for line in report.splitlines() if line.startswith("== ")]
     assert [h.split(":")[0] for h in headers] == ["== bare", "== train_py"], report[:2000]
     assert all("2 steps from step 2" in h for h in headers) and "FusedLSTMLoop" in report
