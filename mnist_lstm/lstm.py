@@ -145,7 +145,6 @@ class FusedLSTMLoop(torch.autograd.Function):
             torch.addcmul(ig, ig, i, value=-1.0, out=i)  # g i (1 - i) = ig - ig i
 
         ctx.save_for_backward(x, weight, h0, outputs, gates, forget, dh_dc)
-        ctx.derivatives_consumed = False
         return outputs, c.clone()
 
     @staticmethod
@@ -174,7 +173,7 @@ class FusedLSTMLoop(torch.autograd.Function):
 
 def saved_once(ctx) -> tuple[Tensor, ...]:
     """What the fused loop's forward saved, for its one backward: that backward writes over it."""
-    if ctx.derivatives_consumed:
+    if getattr(ctx, "derivatives_consumed", False):
         raise RuntimeError(
             "a second backward through the fused LSTM loop (retain_graph=True): its first backward "
             "overwrote what the forward saved; build the model with fused=False (model.fused=false)"

@@ -100,7 +100,6 @@ class TritonLSTMLoop(torch.autograd.Function):
             _forward_step[grid](gates[t], c_prev, c, h, dh_dc[t], forget[t], batch * hidden, hidden, BLOCK=BLOCK)
 
         ctx.save_for_backward(x, weight, h0, outputs, gates, forget, dh_dc)
-        ctx.derivatives_consumed = False
         return outputs, c.clone()
 
     @staticmethod
