@@ -3,12 +3,16 @@ test digits row by row, and the confusion matrix of the whole test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -16,17 +20,25 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lstm.figures import confusion_figure, per_row_probabilities, reading_figure
 
+# A figure to draw: (TensorBoard tag, the function that builds it, its arguments, all on the CPU).
+FigureJob = tuple[str, Callable[..., Figure], tuple[Any, ...]]
+
 
 class TestFigures(L.Callback):
     """During `trainer.test` (train.py tests the best checkpoint after fitting), count (true, predicted)
     pairs; at its end, log `test/confusion_matrix` and `test/reading_<index>` for each of `digits`
-    (indices into the test set) to every TensorBoard logger."""
+    (indices into the test set) to every TensorBoard logger.
+
+    `processes`: how many figures are drawn at once, each in a process of its own (see `draw`); by default
+    one per figure, up to the CPUs this process may use; 1 draws them here, one after another.
+    """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, digits: Sequence[int] = (0, 1, 2), num_classes: int = 10) -> None:
+    def __init__(self, digits: Sequence[int] = (0, 1, 2), num_classes: int = 10, processes: int | None = None) -> None:
         self.digits = list(digits)
         self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.processes = processes
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.confusion = self.confusion.to(pl_module.device)
@@ -42,32 +54,57 @@ class TestFigures(L.Callback):
         writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not writers or trainer.sanity_checking:
             return
-        # The figures are drawn here one after another (matplotlib holds the GIL); the PNG compression of each
-        # (about a third of a figure's cost), which lets go of the GIL, runs in a thread meanwhile.
+        # Each figure's PNG compression, which lets go of the GIL, runs in a thread as soon as it is drawn.
         logged, step = [], trainer.global_step
         with ThreadPoolExecutor() as compressor:
-            for tag, figure in self._figures(trainer, pl_module):
-                pixels = _rgb(figure)
+            for tag, pixels in draw(self._figures(trainer, pl_module), self.processes):
                 for writer in writers:
                     logged.append(compressor.submit(writer.add_image, tag, pixels, step, dataformats="HWC"))
         for done in logged:
             done.result()  # raises what a thread raised
 
-    def _figures(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Iterator[tuple[str, Figure]]:
-        """(tag, figure): the confusion matrix, then how the model reads each of `digits`, built one at a time."""
-        yield "test/confusion_matrix", confusion_figure(self.confusion.compute(), "test")
+    def _figures(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[FigureJob]:
+        """The confusion matrix, then how the model reads each of `digits`."""
+        jobs: list[FigureJob] = [("test/confusion_matrix", confusion_figure, (self.confusion.compute().cpu(), "test"))]
         dataset = trainer.test_dataloaders.dataset
         digits = [i for i in self.digits if 0 <= i < len(dataset)]
         if not digits:
-            return
+            return jobs
         images, labels = dataset[digits]
-        probabilities = per_row_probabilities(pl_module.net, images.to(pl_module.device))
-        for index, image, label, probs in zip(digits, images, labels, probabilities, strict=True):
-            yield f"test/reading_{index:05d}", reading_figure(image, probs, int(label), title=f"test digit #{index}")
+        probabilities = per_row_probabilities(pl_module.net, images.to(pl_module.device)).cpu()
+        for index, image, label, probs in zip(digits, images.cpu(), labels.tolist(), probabilities, strict=True):
+            jobs.append((f"test/reading_{index:05d}", reading_figure, (image, probs, label, f"test digit #{index}")))
+        return jobs
 
 
-def _rgb(figure: Figure) -> np.ndarray:
-    """The figure drawn, as (height, width, 3) bytes."""
-    canvas = FigureCanvasAgg(figure)
+def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(tag, the figure drawn as (height, width, 3) bytes) for each job, in order.
+
+    matplotlib holds the GIL while it builds and draws a figure (~0.2-0.6 s each, CPU-bound), so threads would
+    take turns: the figures are drawn at once in `processes` forked processes (default: one per figure, up to
+    the CPUs this process may use), which start as copies of this one (no imports, nothing to pickle but the
+    pixels back). Where fork is not safe to use (only Linux is assumed to be), or with one process, they are
+    drawn here one after another.
+    """
+    if processes is None:
+        processes = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if processes <= 1 or len(jobs) <= 1 or not sys.platform.startswith("linux"):
+        for job in jobs:
+            yield _draw(job)
+        return
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=fork, initializer=_one_thread) as pool:
+        yield from pool.map(_draw, jobs)
+
+
+def _one_thread() -> None:
+    """In a forked process, torch computes on this thread alone (as DataLoader's workers do): OpenMP's thread
+    pool does not survive a fork."""
+    torch.set_num_threads(1)
+
+
+def _draw(job: FigureJob) -> tuple[str, np.ndarray]:
+    tag, build, arguments = job
+    canvas = FigureCanvasAgg(build(*arguments))
     canvas.draw()
-    return np.array(canvas.buffer_rgba())[..., :3]
+    return tag, np.array(canvas.buffer_rgba())[..., :3]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -17,6 +21,7 @@ from mnist_lstm.errors import UserError
 from mnist_lstm.figures import OTHER, TRUE, WRONG, confusion_figure, per_row_probabilities, reading_figure
 from mnist_lstm.images import load_digit, to_mnist
 from mnist_lstm.module import RowLSTMModule
+from mnist_lstm.tensorboard_figures import draw
 from mnist_lstm.visualize import most_confidently_wrong
 
 
@@ -168,3 +173,27 @@ def test_training_logs_the_confusion_matrix_and_reading_figures_to_tensorboard(t
         assert image.step == 40
         assert png_size(image.encoded_image_string) == (image.width, image.height)
         assert image.width >= 600 and image.height >= 600
+
+
+def test_figures_drawn_in_forked_processes_are_those_drawn_here() -> None:
+    torch.manual_seed(0)
+    confusion = torch.randint(0, 30, (10, 10)) + 500 * torch.eye(10, dtype=torch.long)
+    jobs = [("confusion", confusion_figure, (confusion, "test"))]
+    jobs += [(f"reading {k}", reading_figure, (torch.rand(28, 28), torch.rand(28, 10).softmax(-1), k)) for k in (3, 7)]
+    here, forked = list(draw(jobs, processes=1)), list(draw(jobs, processes=3))
+    assert [tag for tag, _ in forked] == [tag for tag, _ in here] == ["confusion", "reading 3", "reading 7"]
+    for (_, pixels), (_, expected) in zip(forked, here, strict=True):
+        assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
+        assert np.array_equal(pixels, expected)
+
+
+def _fails_where_it_is_drawn() -> Figure:
+    raise ValueError(f"no figure: drawn in process {os.getpid()}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="figures are drawn in forked processes on Linux only")
+def test_a_figure_that_fails_in_a_forked_process_fails_the_drawing_with_its_error() -> None:
+    jobs = [("good", confusion_figure, (torch.eye(10, dtype=torch.long),)), ("bad", _fails_where_it_is_drawn, ())]
+    with pytest.raises(ValueError, match="no figure: drawn in process") as err:
+        list(draw(jobs, processes=2))
+    assert f"process {os.getpid()}" not in str(err.value)  # it was drawn in another process
