@@ -3,11 +3,13 @@ test digits row by row, and the confusion matrix of the whole test."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import lightning as L
@@ -19,6 +21,8 @@ from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lstm.figures import confusion_figure, per_row_probabilities, reading_figure
+
+log = logging.getLogger(__name__)
 
 # A figure to draw: (TensorBoard tag, the function that builds it, its arguments, all on the CPU).
 FigureJob = tuple[str, Callable[..., Figure], tuple[Any, ...]]
@@ -84,17 +88,27 @@ def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[
     take turns: the figures are drawn at once in `processes` forked processes (default: one per figure, up to
     the CPUs this process may use), which start as copies of this one (no imports, nothing to pickle but the
     pixels back). Where fork is not safe to use (only Linux is assumed to be), or with one process, they are
-    drawn here one after another.
+    drawn here one after another; also the rest of them if the processes cannot start or one dies: the figures
+    are not worth failing a run for that has trained and tested.
     """
     if processes is None:
-        processes = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    if processes <= 1 or len(jobs) <= 1 or not sys.platform.startswith("linux"):
+        processes = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    processes = min(processes, len(jobs))
+    if processes <= 1 or not sys.platform.startswith("linux"):
         for job in jobs:
             yield _draw(job)
         return
-    fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=fork, initializer=_one_thread) as pool:
-        yield from pool.map(_draw, jobs)
+    drawn = 0
+    try:
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(processes, mp_context=fork, initializer=_one_thread) as pool:
+            for result in pool.map(_draw, jobs):
+                yield result
+                drawn += 1
+    except (OSError, BrokenProcessPool) as err:  # no fork (memory), or a process killed (e.g. out of memory)
+        log.warning(f"drawing the figures in {processes} processes failed ({err!r}); drawing the rest here")
+        for job in jobs[drawn:]:
+            yield _draw(job)
 
 
 def _one_thread() -> None:

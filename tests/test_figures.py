@@ -197,3 +197,21 @@ def test_a_figure_that_fails_in_a_forked_process_fails_the_drawing_with_its_erro
     with pytest.raises(ValueError, match="no figure: drawn in process") as err:
         list(draw(jobs, processes=2))
     assert f"process {os.getpid()}" not in str(err.value)  # it was drawn in another process
+
+
+TEST_PROCESS = os.getpid()
+
+
+def _dies_unless_drawn_here() -> Figure:
+    if os.getpid() != TEST_PROCESS:
+        os._exit(1)  # as a process killed while drawing (e.g. out of memory)
+    return confusion_figure(torch.eye(10, dtype=torch.long))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="figures are drawn in forked processes on Linux only")
+def test_figures_are_drawn_here_when_a_drawing_process_dies(caplog: pytest.LogCaptureFixture) -> None:
+    jobs = [("first", _dies_unless_drawn_here, ()), ("second", _dies_unless_drawn_here, ())]
+    drawn = list(draw(jobs, processes=2))
+    assert [tag for tag, _ in drawn] == ["first", "second"]
+    assert np.array_equal(drawn[0][1], drawn[1][1])
+    assert "drawing the rest here" in caplog.text and "BrokenProcessPool" in caplog.text
