@@ -262,6 +262,28 @@ def compare_adam(
     return rows
 
 
+SMALL_RUN = ["hidden_size=8", "layer_num=1", "batch_size=128"]  # a whole run whose fixed costs show
+
+
+def compare_figures(data_dir: str, device: str, rounds: int, steps: int = 100) -> list[dict[str, object]]:
+    """Whole train.py runs of a small model (`steps` steps, validation, test and its figures), the test figures
+    drawn in forked processes (the default) and one after another in the run's own process
+    (`callbacks.test_figures.processes=1`), interleaved ABBA; each row holds the run's phases (`phases`)."""
+    variants = {"forked": [], "here": ["callbacks.test_figures.processes=1"]}
+    rows: list[dict[str, object]] = []
+    for r in range(rounds):
+        for figures in list(variants) if r % 2 == 0 else list(variants)[::-1]:
+            overrides = [*SMALL_RUN, f"val_every={steps}", *variants[figures]]
+            seconds, _ = run_train_script(steps, data_dir, device, *overrides)
+            rows.append({"figures": figures, "round": r + 1, "overrides": overrides, **seconds})
+            print(
+                f"figures {figures} (round {r + 1}): test figures {seconds['test_figures_s']:.2f} s, "
+                f"wall {seconds['wall_s']:.2f} s",
+                flush=True,
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The 2,000-step recipe alone, on the GPU (benchmarks/gpu.sh).")
     parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/")
@@ -281,8 +303,18 @@ def main(argv: list[str] | None = None) -> None:
         help="instead of the recipe: the bare loop's 2,000 steps (CUDA graph, Triton) with Adam fused and not, "
         "this many rounds in ABBA order",
     )
+    parser.add_argument(
+        "--figures-rounds",
+        type=int,
+        default=0,
+        help="instead of the recipe: whole runs of a small model with the test figures drawn in forked processes "
+        "and in the run's own process, this many rounds in ABBA order",
+    )
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.figures_rounds:
+        args.out.write_text(json.dumps(compare_figures(args.data_dir, device, args.figures_rounds), indent=2))
+        return
     if args.adam_rounds:
         args.out.write_text(json.dumps(compare_adam(args.data_dir, device, args.adam_rounds), indent=2))
         return

@@ -18,6 +18,8 @@
 #   profile  the same after one run under Lightning's SimpleProfiler -> <out_dir>/{fit,test}-profile.txt
 #   adam     the bare loop's 2,000 steps (CUDA graph, Triton) with Adam fused (train.py's) and Adam's default
 #            (for-each), interleaved, 2 rounds -> <out_dir>/adam.json (about half a minute)
+#   figures  whole train.py runs of a small model (100 steps, test, figures), the test figures drawn in forked
+#            processes and in the run's own process, 3 rounds ABBA -> <out_dir>/figures.json (about a minute)
 #   suite    the suite on the GPU: our LSTM against cuDNN (fp32, bf16-mixed, CUDA graph), the 10k one-shot
 #            inference's torch.cuda.max_memory_allocated beside the tutorial CNN, train.py against a bare loop,
 #            and the recipe -> <out_dir>/results.{json,csv,md} (about 5 minutes; GPU_ROUNDS=15 rounds)
@@ -75,6 +77,8 @@ print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', h
         --runs 2 ;;
     adam)
       timeout 120 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/adam.json" --adam-rounds 2 ;;
+    figures)
+      timeout 150 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/figures$tag.json" --figures-rounds 3 ;;
     suite)
       timeout 450 "$py" -m benchmarks.run --device cuda --rounds "${GPU_ROUNDS:-15}" --data-dir "$data_dir" --out "$out" 2>&1 \
         | tee "$out/suite.log" | tail -60 ;;

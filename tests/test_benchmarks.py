@@ -158,3 +158,11 @@ def test_adam_comparison_alternates_fused_and_default_adam(mnist_dir: Path, monk
     assert [(row["adam"], row["round"]) for row in rows] == [("fused", 1), ("default", 1), ("default", 2), ("fused", 2)]
     assert built == [True, None, None, True]  # train.py's fused Adam, then Adam's own default
     assert all(row["steps_per_s"] > 0 for row in rows)
+
+
+def test_figures_comparison_alternates_forked_and_in_process_drawing(mnist_dir: Path) -> None:
+    rows = e2e.compare_figures(str(mnist_dir), "cpu", rounds=2, steps=4)
+    assert [(row["figures"], row["round"]) for row in rows] == [("forked", 1), ("here", 1), ("here", 2), ("forked", 2)]
+    for row in rows:
+        assert ("callbacks.test_figures.processes=1" in row["overrides"]) == (row["figures"] == "here")
+        assert row["test_figures_s"] > 0 and row["wall_s"] > row["test_figures_s"]
