@@ -150,6 +150,56 @@ def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device
     return steps_per_second(ends, warmup)
 
 
+class WholeStep:
+    """One training step of the bare loop, the batch included: gathered from the training set on the device by
+    an index, forward, loss, backward, Adam (fused). With `capture` (on a GPU) all of it is captured once in one
+    CUDA graph and each call is a copy of the index and one replay; without, each call runs it op by op.
+
+    A measurement only, of the lever after `model.cuda_graph=true` (which graphs the forward and backward, and
+    leaves the loss, Adam and Lightning's loop outside): how fast a step goes when the CPU launches it once.
+    Capturing runs three warm-up steps first (batch 0 repeated: Adam's state, cuBLAS' workspace, Triton's
+    compilation), as torch.cuda.graph asks. The gradients are then allocated inside the graph, so each replay
+    writes them afresh instead of adding to them, and Adam is `capturable` (its step counts on the GPU).
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, capture: bool
+    ) -> None:
+        self.model, self.images, self.labels = model, images, labels
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=capture)
+        self.index = torch.zeros(batch_size, dtype=torch.long, device=images.device)  # the graph's input
+        self.graph: torch.cuda.CUDAGraph | None = None
+        if not capture:
+            return
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = self._step(zero_grad=False)
+
+    def _step(self, zero_grad: bool = True) -> torch.Tensor:
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
+        images, labels = self.images.index_select(0, self.index), self.labels.index_select(0, self.index)
+        loss = F.cross_entropy(self.model(images), labels)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        """One step on the batch `index` picks; its loss (when captured, a tensor the next call overwrites)."""
+        self.index.copy_(index)
+        if self.graph is None:
+            return self._step()
+        self.graph.replay()
+        return self.loss
+
+
 def bare_loop_steps_per_second(
     steps: int,
     warmup: int,
@@ -162,27 +212,36 @@ def bare_loop_steps_per_second(
     on_step: Callable[[int], None] | None = None,
     triton: bool = False,
     fused_adam: bool = True,
+    whole_step: bool = False,
 ) -> float:
     """The same model, optimiser and data as train.py, in a plain loop over shuffled batches gathered from
     the training set, which is kept on the device. `on_step(step)` is called before each step (a profiler's).
-    `fused_adam=False`: Adam's default implementation instead (for-each on a GPU), to measure what fusing gives."""
+    `fused_adam=False`: Adam's default implementation instead (for-each on a GPU), to measure what fusing gives.
+    `whole_step`: each step a `WholeStep` (with `cuda_graph`, one CUDA graph for all of it)."""
     data = MNISTDataModule(data_dir=data_dir, download=False)
     data.prepare_data()
     data.setup("fit")
     images, labels = (t.to(device) for t in data.train_set.tensors)
     model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num, triton=triton).to(device)
-    net = GraphedTraining(model) if cuda_graph else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused_adam else None)  # as in conf/
+    if whole_step:
+        whole = WholeStep(model, images, labels, batch_size, capture=cuda_graph)
+    else:
+        whole = None
+        net = GraphedTraining(model) if cuda_graph else model
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused_adam else None)  # as in conf/
     order = torch.randperm(len(images), device=device)
     ends = []
     for step in range(steps):
         if on_step is not None:
             on_step(step)
         index = order[(step * batch_size) % (len(images) - batch_size) :][:batch_size]
-        loss = F.cross_entropy(net(images[index]), labels[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if whole is not None:
+            loss = whole(index)
+        else:
+            loss = F.cross_entropy(net(images[index]), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
         if step % 10 == 0:
             loss.item()  # as Lightning's logging does every 10 steps: wait for the step to finish
         ends.append(time.perf_counter())
@@ -209,18 +268,21 @@ def recipe(
     data_dir: str, device: str, runs: dict[str, list[str]] | None = None, out: Path | None = None, rounds: int = 1
 ) -> list[dict[str, object]]:
     """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only; with and
-    without model.triton's kernels), then scripts/train.py start to exit (validation, test and figures
+    without model.triton's kernels, and with the whole step in one graph: `WholeStep`), then scripts/train.py start to exit (validation, test and figures
     included), split into its phases (`phases`), with its training steps per second (the goal: <= 15 s).
     With `rounds` > 1 the train.py runs repeat, every other round in reverse order (the first run after the bare
     loop has been the slowest to start), each row numbered by its round. `out`: the rows so far are written
     there (JSON) after each run."""
     rows: list[dict[str, object]] = []
-    for triton in (True, False):
-        name = "bare loop, CUDA graph" + (", Triton" if triton else "")
+    for triton, whole_step in ((True, False), (False, False), (True, True)):
+        name = "bare loop, " + ("the whole step in one CUDA graph" if whole_step else "CUDA graph")
+        name += ", Triton" if triton else ""
         start = time.perf_counter()
         try:
-            rate = bare_loop_steps_per_second(2000, 10, data_dir, device, 256, 2, 128, cuda_graph=True, triton=triton)
-        except Exception as err:  # (Triton's kernels, never run on a GPU before, must not cost the other runs)
+            rate = bare_loop_steps_per_second(
+                2000, 10, data_dir, device, 256, 2, 128, cuda_graph=True, triton=triton, whole_step=whole_step
+            )
+        except Exception as err:  # (a variant never run on a GPU before must not cost the other runs)
             rows.append({"run": name, "error": repr(err)[-1500:]})
             print(f"recipe {name}: failed\n{err!r}", flush=True)
             continue

@@ -14,7 +14,8 @@
 #   trace    torch.profiler over 20 CUDA-graphed steps (with model.triton) in train.py and in the bare loop
 #            -> <out_dir>/trace.txt, trace-*.json.gz (about a minute)
 #   recipe   the 2,000-step recipe's first two runs (CUDA graph with and without model.triton) alone, split
-#            into their phases, after the bare loop's (both ways); twice, ABBA -> <out_dir>/recipe.json (~2 minutes)
+#            into their phases, after the bare loop's (both ways, and the whole step in one CUDA graph: what that
+#            lever would give); twice, ABBA -> <out_dir>/recipe.json (~2 minutes)
 #   profile  the same after one run under Lightning's SimpleProfiler -> <out_dir>/{fit,test}-profile.txt
 #   adam     the bare loop's 2,000 steps (CUDA graph, Triton) with Adam fused (train.py's) and Adam's default
 #            (for-each), interleaved, 2 rounds -> <out_dir>/adam.json (about half a minute)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from benchmarks import e2e
 from benchmarks.clean_env import dependency_closure
@@ -18,6 +19,7 @@ from benchmarks.clean_env import make as make_clean_env
 from benchmarks.e2e import steps_per_second
 from benchmarks.run import training_flops
 from benchmarks.timing import summary
+from mnist_lstm.lstm import RowLSTMClassifier
 from tests.conftest import REPO
 
 FINE_PHASES = ("startup", "trainer_data", "to_first_step", "training", "validation", "fit_end", "test")
@@ -166,3 +168,29 @@ def test_figures_comparison_alternates_forked_and_in_process_drawing(mnist_dir: 
     for row in rows:
         assert ("callbacks.test_figures.processes=1" in row["overrides"]) == (row["figures"] == "here")
         assert row["test_figures_s"] > 0 and row["wall_s"] > row["test_figures_s"]
+
+
+def test_whole_step_is_the_bare_loops_step_with_its_batch_gathered_by_index() -> None:
+    """Eager here (the GPU tests check its CUDA graph against this): the same weights as the plain step."""
+    torch.manual_seed(0)
+    images, labels = torch.rand(64, 28, 28), torch.randint(0, 10, (64,))
+    whole_net = RowLSTMClassifier(hidden_size=8, layer_num=2, dropout=0.0)
+    plain_net = RowLSTMClassifier(hidden_size=8, layer_num=2, dropout=0.0)
+    plain_net.load_state_dict(whole_net.state_dict())
+    whole = e2e.WholeStep(whole_net, images, labels, batch_size=16, capture=False)
+    initial = whole_net.classifier.weight.detach().clone()
+    optimizer = torch.optim.Adam(plain_net.parameters(), lr=1e-3, fused=True)
+    for _ in range(3):
+        index = torch.randperm(64)[:16]
+        loss = F.cross_entropy(plain_net(images[index]), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        torch.testing.assert_close(whole(index), loss.detach())
+    for p, q in zip(whole_net.parameters(), plain_net.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert not torch.equal(whole_net.classifier.weight, initial)  # the steps did train
+
+
+def test_bare_loop_runs_whole_steps(mnist_dir: Path) -> None:
+    assert e2e.bare_loop_steps_per_second(12, 2, str(mnist_dir), "cpu", 4, 1, 32, whole_step=True) > 0

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
+from benchmarks.e2e import WholeStep
 from mnist_lstm.callbacks import StopOnNonFiniteLoss
 from mnist_lstm.cuda_graph import GraphedTraining
 from mnist_lstm.data import MNISTDataModule
@@ -153,6 +154,28 @@ def test_cuda_graph_with_triton_trains_like_its_eager_step() -> None:
     torch.testing.assert_close(torch.stack(graphed_losses), torch.stack(eager_losses), rtol=1e-4, atol=1e-5)
     for p, q in zip(graphed_net.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("triton", [False, True])
+def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool) -> None:
+    """benchmarks.e2e.WholeStep (the bare loop's measure of the next lever): the batch's gather, forward, loss,
+    backward and Adam captured in one graph and replayed = the same step run op by op."""
+    torch.manual_seed(0)
+    images, labels = torch.rand(256, 28, 28, device=CUDA), torch.randint(0, 10, (256,), device=CUDA)
+    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=triton).to(CUDA)
+    eager_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=triton).to(CUDA)
+    eager_net.load_state_dict(graphed_net.state_dict())
+    graphed = WholeStep(graphed_net, images, labels, batch_size=32, capture=True)
+    eager = WholeStep(eager_net, images, labels, batch_size=32, capture=False)
+    for _ in range(3):  # the warm-up that capturing runs first
+        eager(torch.zeros(32, dtype=torch.long, device=CUDA))
+    initial = graphed_net.classifier.weight.detach().clone()
+    for _ in range(5):
+        index = torch.randperm(256, device=CUDA)[:32]
+        torch.testing.assert_close(graphed(index).clone(), eager(index), rtol=1e-4, atol=1e-5)
+    for p, q in zip(graphed_net.parameters(), eager_net.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(graphed_net.classifier.weight, initial)  # the replays did update the weights
 
 
 def test_dropout_draws_new_masks_at_every_replay() -> None:
