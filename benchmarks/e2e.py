@@ -268,8 +268,9 @@ def recipe(
     data_dir: str, device: str, runs: dict[str, list[str]] | None = None, out: Path | None = None, rounds: int = 1
 ) -> list[dict[str, object]]:
     """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only; with and
-    without model.triton's kernels, and with the whole step in one graph: `WholeStep`), then scripts/train.py start to exit (validation, test and figures
-    included), split into its phases (`phases`), with its training steps per second (the goal: <= 15 s).
+    without model.triton's kernels, and with the whole step in one graph: `WholeStep`), then scripts/train.py
+    start to exit (validation, test and figures included), split into its phases (`phases`), with its training
+    steps per second (the goal: <= 15 s).
     With `rounds` > 1 the train.py runs repeat, every other round in reverse order (the first run after the bare
     loop has been the slowest to start), each row numbered by its round. `out`: the rows so far are written
     there (JSON) after each run."""
