@@ -215,3 +215,14 @@ def test_figures_are_drawn_here_when_a_drawing_process_dies(caplog: pytest.LogCa
     assert [tag for tag, _ in drawn] == ["first", "second"]
     assert np.array_equal(drawn[0][1], drawn[1][1])
     assert "drawing the rest here" in caplog.text and "BrokenProcessPool" in caplog.text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="figures are drawn in forked processes on Linux only")
+def test_figures_are_drawn_here_when_no_process_can_be_forked(monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    def no_memory_to_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_memory_to_fork)
+    jobs = [(f"confusion {k}", confusion_figure, (torch.eye(10, dtype=torch.long) * k,)) for k in (1, 2)]
+    assert [tag for tag, _ in draw(jobs, processes=2)] == ["confusion 1", "confusion 2"]
+    assert "Cannot allocate memory" in caplog.text and "drawing the rest here" in caplog.text

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from benchmarks.e2e import WholeStep
 from mnist_lstm.callbacks import StopOnNonFiniteLoss
@@ -263,3 +264,8 @@ def test_train_script_on_the_gpu_with_a_cuda_graph(mnist_dir: Path, tmp_path: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = OmegaConf.load(run_dir / "metrics.yaml")
     assert metrics["test/acc"] > 0.7  # 300 steps of batch 128 reach ~0.9; an untrained model ~0.1
+    # The test figures were drawn in processes forked from this CUDA process (no fallback to drawing them here).
+    assert "drawing the rest here" not in result.stdout + result.stderr
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"test/confusion_matrix", "test/reading_00000"} <= set(events.Tags()["images"])
