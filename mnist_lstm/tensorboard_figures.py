@@ -86,15 +86,17 @@ def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[
 
     matplotlib holds the GIL while it builds and draws a figure (~0.2-0.6 s each, CPU-bound), so threads would
     take turns: the figures are drawn at once in `processes` forked processes (default: one per figure, up to
-    the CPUs this process may use), which start as copies of this one (no imports, nothing to pickle but the
-    pixels back). Where fork is not safe to use (only Linux is assumed to be), or with one process, they are
-    drawn here one after another; also the rest of them if the processes cannot start or one dies: the figures
-    are not worth failing a run for that has trained and tested.
+    the CPUs this process may use), which start as copies of this one: no imports, and nothing to send but the
+    few numbers each figure shows and its pixels back. Where fork is not safe to use (only Linux is assumed to
+    be), with one process, or in a daemonic process, they are drawn here one after another; also the rest of
+    them if the processes cannot start or one dies: the figures are not worth failing a run that has trained
+    and tested.
     """
     if processes is None:
         processes = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     processes = min(processes, len(jobs))
-    if processes <= 1 or not sys.platform.startswith("linux"):
+    # (A daemonic process, e.g. a multiprocessing.Pool's worker running train(), may not start processes.)
+    if processes <= 1 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
         for job in jobs:
             yield _draw(job)
         return

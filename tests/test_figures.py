@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -226,3 +227,10 @@ def test_figures_are_drawn_here_when_no_process_can_be_forked(monkeypatch, caplo
     jobs = [(f"confusion {k}", confusion_figure, (torch.eye(10, dtype=torch.long) * k,)) for k in (1, 2)]
     assert [tag for tag, _ in draw(jobs, processes=2)] == ["confusion 1", "confusion 2"]
     assert "Cannot allocate memory" in caplog.text and "drawing the rest here" in caplog.text
+
+
+def test_a_daemonic_process_draws_the_figures_itself(monkeypatch) -> None:
+    """A multiprocessing.Pool's worker (daemonic) may not start processes of its own."""
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
+    with pytest.raises(ValueError, match=f"drawn in process {os.getpid()}"):
+        list(draw([("bad", _fails_where_it_is_drawn, ()), ("also", _fails_where_it_is_drawn, ())], processes=2))
