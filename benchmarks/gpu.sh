@@ -11,7 +11,8 @@
 #            compile them once into a cache of their own, as pip does at installation
 #   tests    the GPU tests (pytest -m gpu): cuDNN parity, the Triton kernels = the fused loop, CUDA graph = eager
 #            step, no wait for the GPU between graphed steps, data on the device, train.py on the GPU (~2 minutes)
-#   trace    torch.profiler over 20 CUDA-graphed steps (with model.triton) in train.py and in the bare loop
+#   trace    torch.profiler over 20 CUDA-graphed steps (with model.triton) in train.py and in the bare loop (also
+#            with the whole step in one CUDA graph: the GPU time a step cannot go below)
 #            -> <out_dir>/trace.txt, trace-*.json.gz (about a minute)
 #   recipe   the 2,000-step recipe's first two runs (CUDA graph with and without model.triton) alone, split
 #            into their phases, after the bare loop's (both ways, and the whole step in one CUDA graph: what that
@@ -70,7 +71,7 @@ print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', h
       timeout 240 "$py" -m pytest -m gpu -q -p no:cacheprovider --durations=5 tests/test_gpu.py 2>&1 \
         | tee "$out/tests.log" | tail -25 ;;
     trace)
-      timeout 120 "$py" -m benchmarks.trace --data-dir "$data_dir" --out "$out" --triton ;;
+      timeout 150 "$py" -m benchmarks.trace --data-dir "$data_dir" --out "$out" --triton ;;
     recipe)
       timeout 240 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --runs 2 --rounds 2 ;;
     profile)

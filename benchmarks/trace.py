@@ -1,10 +1,11 @@
 """A torch.profiler trace of a window of CUDA-graphed training steps, in a real train.py run and in the bare
-loop: how long a step takes, how much of it the GPU is busy, and what the CPU does meanwhile.
+loop (as train.py steps, and with the whole step in one CUDA graph): how long a step takes, how much of it the
+GPU is busy, and what the CPU does meanwhile.
 
     python -m benchmarks.trace --data-dir data --out <dir>     (on a GPU; benchmarks/gpu.sh's `trace` part)
 
 writes <dir>/trace.txt (per step: wall time, GPU kernels and their busy time; the CPU's top operations) and
-the Chrome traces <dir>/trace-{train_py,bare}.json.gz (chrome://tracing, https://ui.perfetto.dev).
+the Chrome traces <dir>/trace-{train_py,bare,bare_whole_step}.json.gz (chrome://tracing, https://ui.perfetto.dev).
 """
 
 from __future__ import annotations
@@ -100,13 +101,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     options = ["model.cuda_graph=true"] + (["model.triton=true"] if args.triton else [])
-    (args.out / "trace.txt").write_text(f"train.py {' '.join(options)}, and the bare loop likewise\n")
-    steps = args.start + args.steps + 10
-    window = Window("bare", args.out, args.start, args.steps)
-    device = "cuda" if CUDA else "cpu"
-    e2e.bare_loop_steps_per_second(
-        steps, 5, args.data_dir, device, 256, 2, 128, cuda_graph=CUDA, on_step=window, triton=args.triton
+    (args.out / "trace.txt").write_text(
+        f"train.py {' '.join(options)}, and the bare loop likewise, then with the whole step in one CUDA graph\n"
     )
+    steps = args.start + args.steps + 10
+    device = "cuda" if CUDA else "cpu"
+    # The bare loop as train.py runs the step (forward and backward graphed), then with the whole step in one
+    # graph (e2e.WholeStep): the CPU has next to nothing to launch there, so its GPU time per step is the floor.
+    for name, whole_step in (("bare", False), ("bare_whole_step", True)):
+        window = Window(name, args.out, args.start, args.steps)
+        e2e.bare_loop_steps_per_second(
+            steps, 5, args.data_dir, device, 256, 2, 128, cuda_graph=CUDA, on_step=window, triton=args.triton,
+            whole_step=whole_step,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, str(e2e.REPO / "scripts" / "train.py"), *options]
         command += [f"max_steps={steps}", f"val_every={steps}", "test=false", f"data.data_dir={args.data_dir}"]

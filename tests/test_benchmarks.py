@@ -111,9 +111,10 @@ def test_trace_profiles_a_window_of_steps_in_train_py_and_the_bare_loop(mnist_di
     report = (tmp_path / "trace.txt").read_text()
     assert report.startswith("train.py model.cuda_graph=true model.triton=true, and the bare loop likewise")
     headers = [line for line in report.splitlines() if line.startswith("== ")]
-    assert [h.split(":")[0] for h in headers] == ["== bare", "== train_py"], report[:2000]
+    assert [h.split(":")[0] for h in headers] == ["== bare", "== bare_whole_step", "== train_py"], report[:2000]
     assert all("2 steps from step 2" in h for h in headers) and "FusedLSTMLoop" in report
-    for name in ("bare", "train_py"):
+    assert "Optimizer.step#Adam.step" in report.split("== bare_whole_step")[1].split("== train_py")[0]
+    for name in ("bare", "bare_whole_step", "train_py"):
         trace = json.loads(gzip.decompress((tmp_path / f"trace-{name}.json.gz").read_bytes()))
         assert any(event.get("name") == "aten::addmm" for event in trace["traceEvents"])
 
