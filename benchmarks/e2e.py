@@ -394,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         print("profiled run: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()), flush=True)
     recipe(args.data_dir, device, dict(list(RECIPE_RUNS.items())[: args.runs]), out=args.out, rounds=args.rounds)
+    from benchmarks import plots  # (here: StepTimer's runs of train.py import this module, and time their start)
+
+    plots.draw(args.out)  # the runs' phases against the goal, beside the rows
 
 
 if __name__ == "__main__":

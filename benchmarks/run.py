@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks import alone, e2e, memory
+from benchmarks import alone, e2e, memory, plots
 from benchmarks.timing import interleaved, matmul_gflops, summary
 from mnist_lstm import lstm
 from mnist_lstm.cuda_graph import GraphedTraining
@@ -520,6 +520,7 @@ def write(results: dict[str, object], out: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out / "results.md").write_text(markdown(results))
+    plots.draw(out / "results.json")  # training-step.png (and, on a GPU, recipe.png)
     (out / "partial.json").unlink(missing_ok=True)
 
 

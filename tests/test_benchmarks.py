@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.image import imread
 
-from benchmarks import e2e
+from benchmarks import e2e, plots
 from benchmarks.clean_env import dependency_closure
 from benchmarks.clean_env import make as make_clean_env
 from benchmarks.e2e import steps_per_second
@@ -98,6 +99,7 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
     assert [row["section"] for row in rows[-2:]] == ["e2e_small", "whole_run"]
     table = (out / "results.md").read_text()
     assert "Command: `python -m benchmarks.run --smoke" in table and "| 16 | 2 | 8 | ours |" in table
+    assert imread(out / "training-step.png").shape[:2] > (300, 800)  # the figure of the same results
     assert "| cnn |" in table and "overhead" in table and "| training step, batch 8 |" in table
     assert "ms of overhead per step" in table and "A whole train.py run of the small model (6 steps" in table
 
@@ -195,3 +197,52 @@ def test_whole_step_is_the_bare_loops_step_with_its_batch_gathered_by_index() ->
 
 def test_bare_loop_runs_whole_steps(mnist_dir: Path) -> None:
     assert e2e.bare_loop_steps_per_second(12, 2, str(mnist_dir), "cpu", 4, 1, 32, whole_step=True) > 0
+
+
+GPU_RESULTS = REPO / "benchmarks" / "results-gpu"
+
+
+def test_training_step_figure_shows_the_results_and_the_goal() -> None:
+    """The H100 suite's results: left, every variant at the tutorial's shape, fastest first; right, the ratio of
+    each variant measured at every shape, shape by shape, against the GPU goal."""
+    results = json.loads((GPU_RESULTS / "results.json").read_text())
+    rows = results["train_step"]
+    left, right = plots.training_step_figure(results).axes
+
+    tutorial = sorted(r["median_ms"] for r in rows if (r["hidden"], r["layers"]) == (256, 2))
+    assert [bar.get_width() for bar in left.patches] == pytest.approx(tutorial)
+    assert left.get_yticklabels()[0].get_text() == "nn.LSTM, CUDA graph"  # 2.0 ms, the fastest
+
+    shapes = list(dict.fromkeys((r["hidden"], r["layers"]) for r in rows))
+    variants = ["ours", "nn.LSTM", "ours, CUDA graph", "ours, Triton", "ours, Triton, CUDA graph"]
+    ratio = {((r["hidden"], r["layers"]), r["variant"]): r["ratio"] for r in rows}
+    assert [bar.get_height() for bar in right.patches] == pytest.approx(
+        [ratio[shape, variant] for variant in variants for shape in shapes]
+    )
+    goal = [line for line in right.get_lines() if "goal" in line.get_label()]
+    assert [line.get_ydata()[0] for line in goal] == [1.2] and right.get_yscale() == "log"
+
+
+def test_recipe_figure_adds_up_each_runs_phases_against_the_goal(tmp_path: Path) -> None:
+    rows = json.loads((GPU_RESULTS / "recipe-h200.json").read_text())
+    runs = [r for r in rows if "training_s" in r]
+    axes = plots.recipe_figure(rows, "H200").axes[0]
+    ends = {}  # bar row -> where its last phase ends
+    for bar in axes.patches:
+        y = round(bar.get_y() + bar.get_height() / 2)
+        ends[y] = max(ends.get(y, 0.0), bar.get_x() + bar.get_width())
+    assert [ends[y] for y in range(len(runs))] == pytest.approx([r["wall_s"] for r in runs], abs=1e-9)
+    assert [line.get_xdata()[0] for line in axes.get_lines()] == [15.0]
+    assert "bare loop, CUDA graph, Triton: 540 steps/s" in axes.get_title()
+
+    # benchmarks.e2e draws it beside the rows it wrote (the recipe itself takes a GPU; its rows here are the H200's).
+    out = tmp_path / "recipe.json"
+
+    def recipe(*args: object, out: Path, **kwargs: object) -> list[dict]:
+        out.write_text(json.dumps(rows))
+        return rows
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(e2e, "recipe", recipe)
+        e2e.main(["--out", str(out)])
+    assert imread(tmp_path / "recipe.png").shape[0] > 200

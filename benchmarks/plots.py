@@ -1,0 +1,154 @@
+"""The suite's results as figures: the training step against nn.LSTM, and where the recipe's seconds go.
+
+    python -m benchmarks.plots benchmarks/results/results.json      -> training-step.png beside it
+    python -m benchmarks.plots benchmarks/results-gpu/recipe.json   -> recipe.png beside it (any recipe rows)
+
+`benchmarks.run` draws the training-step figure (and, on a GPU, the recipe's) after every full run, and
+`benchmarks.e2e` the recipe's after its runs, so the figures are always those of the tables beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure  # (no pyplot: figures drawn straight to files, whatever the backend)
+from matplotlib.ticker import FuncFormatter
+
+TUTORIAL = (256, 2, 128)  # hidden, layers, batch
+GOALS = {"cpu": 1.0, "cuda": 1.2}  # issue 5's training-step goal, as a ratio to nn.LSTM
+RECIPE_GOAL_S = 15.0
+# A recipe run's phases (benchmarks.e2e.phases), which add up to its wall time.
+PHASES = {
+    "startup_s": "start-up (imports, config, model)",
+    "trainer_data_s": "Trainer, data loaded",
+    "to_first_step_s": "to the first step",
+    "training_s": "training: 2,000 steps",
+    "validation_s": "validation",
+    "fit_end_s": "best checkpoint loaded",
+    "test_s": "test of 10,000",
+    "test_figures_s": "test figures",
+    "exit_s": "exit",
+}
+
+
+def _shape(row: dict) -> tuple[int, int, int]:
+    return row["hidden"], row["layers"], row["batch"]
+
+
+OURS_COLOURS = ["tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:olive", "tab:cyan", "tab:brown"]
+
+
+def _colours(variants: list[str]) -> dict[str, str]:
+    """nn.LSTM's variants grey, ours in colours, the same in both panels."""
+    ours = [v for v in dict.fromkeys(variants) if not v.startswith("nn.LSTM")]
+    colours = {v: OURS_COLOURS[k % len(OURS_COLOURS)] for k, v in enumerate(ours)}
+    return {v: colours.get(v, "tab:gray") for v in variants}
+
+
+def training_step_figure(results: dict) -> Figure:
+    """Left, every variant at the main shape (the tutorial's; median ms); right, each shape's ratio to nn.LSTM
+    for the variants measured at every shape, with the goal."""
+    rows, machine = results["train_step"], results["machine"]
+    device = machine["device"]
+    figure = Figure(figsize=(13, 5), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=[1, 1.25])
+
+    colours = _colours([r["variant"] for r in rows])
+    main = _shape(rows[0])  # the suite measures its main shape (the tutorial's) first, with every variant
+    at_main = sorted((r for r in rows if _shape(r) == main), key=lambda r: r["median_ms"])
+    names = [r["variant"] for r in at_main]
+    bars = left.barh(names, [r["median_ms"] for r in at_main], color=[colours[n] for n in names])
+    left.bar_label(bars, [f" {r['median_ms']:.1f} ms, {r['ratio']:.2f}×" for r in at_main], fontsize=8)
+    left.invert_yaxis()  # the fastest on top
+    left.set_xlim(0, 1.3 * max(r["median_ms"] for r in at_main))
+    left.set_xlabel("median ms per training step (× nn.LSTM's)")
+    hidden, layers, batch = main
+    name = "the tutorial's shape" if main == TUTORIAL else "the main shape"
+    left.set_title(f"{name}: hidden {hidden}, {layers} layers, batch {batch}", fontsize=10)
+
+    shapes = list(dict.fromkeys(_shape(r) for r in rows))
+    at = {(_shape(r), r["variant"]): r["ratio"] for r in rows}
+    common = [v for v in dict.fromkeys(r["variant"] for r in rows) if all((s, v) in at for s in shapes)]
+    width = 0.8 / len(common)
+    for k, variant in enumerate(common):
+        xs = [i + (k - (len(common) - 1) / 2) * width for i in range(len(shapes))]
+        ratios = [at[s, variant] for s in shapes]
+        bars = right.bar(xs, ratios, width, label=variant, color=colours[variant])
+        right.bar_label(bars, [f"{r:.2f}" for r in ratios], fontsize=7)
+    goal = GOALS.get(device, 1.0)
+    right.axhline(goal, color="tab:red", linestyle="--", linewidth=1, label=f"goal: ≤ {goal:g}× nn.LSTM")
+    right.set_xticks(range(len(shapes)), [f"hidden {h}\n{n} layer{'s' * (n > 1)}" for h, n, _ in shapes])
+    if max(at.values()) / min(at.values()) > 5:
+        right.set_yscale("log")
+        for axis in (right.yaxis.set_major_formatter, right.yaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda value, _: f"{value:g}"))
+    right.set_ylabel("time ÷ nn.LSTM's (median of per-round ratios)")
+    right.set_title(f"every shape, batch {batch}", fontsize=10)
+    right.legend(fontsize=8)
+
+    hardware = machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores"
+    figure.suptitle(f"Training step (forward, backward, Adam) on {hardware}, torch {machine['torch']}")
+    figure.text(0.5, -0.02, f"{results['command']}", ha="center", fontsize=8, family="monospace")
+    return figure
+
+
+def recipe_figure(rows: list[dict], title: str) -> Figure:
+    """Each train.py run of the recipe as one bar of its phases, against the 15 s goal; the bare loops' steps
+    per second underneath."""
+    runs = [r for r in rows if "training_s" in r]
+    options = [r["run"].removeprefix("train.py").strip() or "no options (eager)" for r in runs]
+    labels = [o + (f", pass {r['round']}" if "round" in r else "") for o, r in zip(options, runs, strict=True)]
+    figure = Figure(figsize=(12, 0.45 * len(runs) + 2.2), layout="constrained")
+    axes = figure.subplots()
+    left = [0.0] * len(runs)
+    colours = matplotlib.colormaps["tab10"].colors
+    for (key, name), colour in zip(PHASES.items(), colours, strict=False):
+        seconds = [r.get(key, 0.0) for r in runs]
+        axes.barh(labels, seconds, left=left, label=name, color=colour)
+        left = [a + b for a, b in zip(left, seconds, strict=True)]
+    for y, run in enumerate(runs):
+        axes.text(run["wall_s"] + 0.1, y, f"{run['wall_s']:.1f} s, {run['steps_per_s']:.0f} steps/s", va="center")
+    axes.axvline(RECIPE_GOAL_S, color="tab:red", linestyle="--", label=f"goal: ≤ {RECIPE_GOAL_S:g} s")
+    axes.invert_yaxis()
+    axes.set_xlim(0, max(RECIPE_GOAL_S, *(r["wall_s"] for r in runs)) * 1.25)
+    axes.set_xlabel("seconds, start to exit")
+    axes.legend(fontsize=8, ncol=5, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    bare = [f"{r['run']}: {r['steps_per_s']:.0f} steps/s" for r in rows if "training_s" not in r]
+    axes.set_title(title + ("\n" + "; ".join(bare) if bare else ""), fontsize=10, pad=40)
+    return figure
+
+
+def save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def draw(path: Path, title: str | None = None) -> list[Path]:
+    """The figures of one results file (benchmarks.run's results.json, or recipe rows), written beside it."""
+    results = json.loads(path.read_text())
+    if isinstance(results, list):
+        title = title or f"The 2,000-step recipe ({path.name})"
+        return [save(recipe_figure(results, title), path.with_suffix(".png"))]
+    written = [save(training_step_figure(results), path.parent / "training-step.png")]
+    if results.get("recipe"):
+        machine = results["machine"]
+        title = f"The 2,000-step recipe on {machine.get('gpu', machine['cpu'])}"
+        written.append(save(recipe_figure(results["recipe"], title), path.parent / "recipe.png"))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, nargs="+", help="results.json of benchmarks.run, or recipe rows")
+    parser.add_argument("--title", help="a recipe figure's title (its rows do not name the machine)")
+    args = parser.parse_args(argv)
+    for path in args.results:
+        for written in draw(path, args.title):
+            print(f"wrote {written}")
+
+
+if __name__ == "__main__":
+    main()
