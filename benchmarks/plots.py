@@ -79,12 +79,16 @@ def training_step_figure(results: dict) -> Figure:
         bars = right.bar(xs, ratios, width, label=variant, color=colours[variant])
         right.bar_label(bars, [f"{r:.2f}" for r in ratios], fontsize=7)
     goal = GOALS.get(device, 1.0)
-    right.axhline(goal, color="tab:red", linestyle="--", linewidth=1, label=f"goal: ≤ {goal:g}× nn.LSTM")
+    right.axhline(goal, color="tab:red", linestyle="--", linewidth=1, label=f"goal: ≤ {goal:.1f}× nn.LSTM")
     right.set_xticks(range(len(shapes)), [f"hidden {h}\n{n} layer{'s' * (n > 1)}" for h, n, _ in shapes])
-    if max(at.values()) / min(at.values()) > 5:
+    low, high = min(at.values()), max(at.values())
+    if high / low > 5:
         right.set_yscale("log")
+        right.set_ylim(0.8 * low, 2 * high)  # room for the legend above the bars
         for axis in (right.yaxis.set_major_formatter, right.yaxis.set_minor_formatter):
             axis(FuncFormatter(lambda value, _: f"{value:g}"))
+    else:
+        right.set_ylim(0, 1.3 * high)
     right.set_ylabel("time ÷ nn.LSTM's (median of per-round ratios)")
     right.set_title(f"every shape, batch {batch}", fontsize=10)
     right.legend(fontsize=8)

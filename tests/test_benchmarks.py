@@ -221,6 +221,8 @@ def test_training_step_figure_shows_the_results_and_the_goal() -> None:
     )
     goal = [line for line in right.get_lines() if "goal" in line.get_label()]
     assert [line.get_ydata()[0] for line in goal] == [1.2] and right.get_yscale() == "log"
+    low, high = right.get_ylim()  # every bar in view (0.32 to 6.04 on a log scale)
+    assert 0 < low < min(ratio.values()) and high > max(ratio.values())
 
 
 def test_recipe_figure_adds_up_each_runs_phases_against_the_goal(tmp_path: Path) -> None:
