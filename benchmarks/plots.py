@@ -34,11 +34,11 @@ PHASES = {
 }
 
 
+OURS_COLOURS = ["tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:olive", "tab:cyan", "tab:brown"]
+
+
 def _shape(row: dict) -> tuple[int, int, int]:
     return row["hidden"], row["layers"], row["batch"]
-
-
-OURS_COLOURS = ["tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:olive", "tab:cyan", "tab:brown"]
 
 
 def _colours(variants: list[str]) -> dict[str, str]:
@@ -72,7 +72,7 @@ def training_step_figure(results: dict) -> Figure:
     shapes = list(dict.fromkeys(_shape(r) for r in rows))
     at = {(_shape(r), r["variant"]): r["ratio"] for r in rows}
     common = [v for v in dict.fromkeys(r["variant"] for r in rows) if all((s, v) in at for s in shapes)]
-    width = 0.8 / len(common)
+    width = 0.8 / max(1, len(common))
     for k, variant in enumerate(common):
         xs = [i + (k - (len(common) - 1) / 2) * width for i in range(len(shapes))]
         ratios = [at[s, variant] for s in shapes]
@@ -100,8 +100,8 @@ def training_step_figure(results: dict) -> Figure:
 
 
 def recipe_figure(rows: list[dict], title: str) -> Figure:
-    """Each train.py run of the recipe as one bar of its phases, against the 15 s goal; the bare loops' steps
-    per second underneath."""
+    """Each train.py run of the recipe as one bar of its phases, against the 15 s goal; in the title, the bare
+    loops' steps per second, and the runs that failed."""
     runs = [r for r in rows if "training_s" in r]
     options = [r["run"].removeprefix("train.py").strip() or "no options (eager)" for r in runs]
     labels = [o + (f", pass {r['round']}" if "round" in r else "") for o, r in zip(options, runs, strict=True)]
@@ -120,8 +120,12 @@ def recipe_figure(rows: list[dict], title: str) -> Figure:
     axes.set_xlim(0, max(RECIPE_GOAL_S, *(r["wall_s"] for r in runs)) * 1.25)
     axes.set_xlabel("seconds, start to exit")
     axes.legend(fontsize=8, ncol=5, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    bare = [f"{r['run']}: {r['steps_per_s']:.0f} steps/s" for r in rows if "training_s" not in r]
-    axes.set_title(title + ("\n" + "; ".join(bare) if bare else ""), fontsize=10, pad=40)
+    others = [  # the bare loops (training only), and any run that failed (benchmarks.e2e keeps its error)
+        f"{r['run']}: " + ("failed" if "error" in r else f"{r['steps_per_s']:.0f} steps/s")
+        for r in rows
+        if "training_s" not in r
+    ]
+    axes.set_title(title + ("\n" + "; ".join(others) if others else ""), fontsize=10, pad=40)
     return figure
 
 

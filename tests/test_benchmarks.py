@@ -236,6 +236,9 @@ def test_recipe_figure_adds_up_each_runs_phases_against_the_goal(tmp_path: Path)
     assert [ends[y] for y in range(len(runs))] == pytest.approx([r["wall_s"] for r in runs], abs=1e-9)
     assert [line.get_xdata()[0] for line in axes.get_lines()] == [15.0]
     assert "bare loop, CUDA graph, Triton: 540 steps/s" in axes.get_title()
+    failed = {"run": "bare loop, the whole step in one CUDA graph, Triton", "error": "RuntimeError('capture')"}
+    title = plots.recipe_figure([failed, *rows], "H200").axes[0].get_title()
+    assert "the whole step in one CUDA graph, Triton: failed" in title and "540 steps/s" in title
 
     # benchmarks.e2e draws it beside the rows it wrote (the recipe itself takes a GPU; its rows here are the H200's).
     out = tmp_path / "recipe.json"
