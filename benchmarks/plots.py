@@ -1,9 +1,10 @@
-"""The suite's results as figures: the training step against nn.LSTM, and where the recipe's seconds go.
+"""The suite's results as figures: the training step against nn.LSTM, the 10k inference's memory, and where the
+recipe's seconds go.
 
-    python -m benchmarks.plots benchmarks/results/results.json      -> training-step.png beside it
+    python -m benchmarks.plots benchmarks/results/results.json      -> training-step.png, inference.png beside it
     python -m benchmarks.plots benchmarks/results-gpu/recipe.json   -> recipe.png beside it (any recipe rows)
 
-`benchmarks.run` draws the training-step figure (and, on a GPU, the recipe's) after every full run, and
+`benchmarks.run` draws the training-step and inference figures (and, on a GPU, the recipe's) after every full run, and
 `benchmarks.e2e` the recipe's after its runs, so the figures are always those of the tables beside them.
 """
 
@@ -20,6 +21,9 @@ from matplotlib.ticker import FuncFormatter
 TUTORIAL = (256, 2, 128)  # hidden, layers, batch
 GOALS = {"cpu": 1.0, "cuda": 1.2}  # issue 5's training-step goal, as a ratio to nn.LSTM
 RECIPE_GOAL_S = 15.0
+INFERENCE_GOAL_MIB = {"cuda": 150.0}  # the 10k one-shot inference's memory goal (GPU)
+# What the tutorial (TensorFlow 1.x) reported for the same 10,000 images on its GPU: its LSTM and its CNN.
+TUTORIAL_GPU_MIB = {"the tutorial's LSTM (as reported)": 725.0, "the tutorial's CNN (as reported)": 8721.0}
 # A recipe run's phases (benchmarks.e2e.phases), which add up to its wall time.
 PHASES = {
     "startup_s": "start-up (imports, config, model)",
@@ -99,6 +103,38 @@ def training_step_figure(results: dict) -> Figure:
     return figure
 
 
+def inference_figure(results: dict) -> Figure:
+    """The memory that predicting all 10,000 test images in one call adds, per model (log scale), with each one's
+    time against nn.LSTM's; on a GPU beside what the tutorial reported, and the goal."""
+    rows = [r for r in results["inference"] if r.get("peak_mib") is not None]
+    device, machine = results["machine"]["device"], results["machine"]
+    names = [r["variant"] for r in rows]
+    mib = [r["peak_mib"] for r in rows]
+    labels = [f" {r['peak_mib']:,.0f} MiB, {r['median_ms']:,.0f} ms ({r['ratio']:.2f}×)" for r in rows]
+    colours = [_colours(names)[n] for n in names]
+    if device == "cuda":
+        names += list(TUTORIAL_GPU_MIB)
+        mib += list(TUTORIAL_GPU_MIB.values())
+        labels += [f" {m:,.0f} MiB" for m in TUTORIAL_GPU_MIB.values()]
+        colours += ["white"] * len(TUTORIAL_GPU_MIB)
+    figure = Figure(figsize=(10, 0.45 * len(names) + 1.8), layout="constrained")
+    axes = figure.subplots()
+    bars = axes.barh(names, mib, color=colours, edgecolor="black", linewidth=0.5)
+    axes.bar_label(bars, labels, fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlim(min(mib) / 2, max(mib) * 8)  # room for the labels
+    axes.invert_yaxis()
+    if device in INFERENCE_GOAL_MIB:
+        goal = INFERENCE_GOAL_MIB[device]
+        axes.axvline(goal, color="tab:red", linestyle="--", linewidth=1, label=f"goal: ≤ {goal:g} MiB")
+        axes.legend(fontsize=8, loc="lower right")
+    measure = rows[0]["memory"] if rows else "memory"
+    axes.set_xlabel(f"MiB added ({measure}); the time × nn.LSTM's")
+    hardware = machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores"
+    axes.set_title(f"10,000 test images in one call, on {hardware}", fontsize=10)
+    return figure
+
+
 def recipe_figure(rows: list[dict], title: str) -> Figure:
     """Each train.py run of the recipe as one bar of its phases, against the 15 s goal; in the title, the bare
     loops' steps per second, and the runs that failed."""
@@ -141,6 +177,8 @@ def draw(path: Path, title: str | None = None) -> list[Path]:
         title = title or f"The 2,000-step recipe ({path.name})"
         return [save(recipe_figure(results, title), path.with_suffix(".png"))]
     written = [save(training_step_figure(results), path.parent / "training-step.png")]
+    if results.get("inference"):
+        written.append(save(inference_figure(results), path.parent / "inference.png"))
     if results.get("recipe"):
         machine = results["machine"]
         title = f"The 2,000-step recipe on {machine.get('gpu', machine['cpu'])}"

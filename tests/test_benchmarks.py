@@ -99,7 +99,8 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
     assert [row["section"] for row in rows[-2:]] == ["e2e_small", "whole_run"]
     table = (out / "results.md").read_text()
     assert "Command: `python -m benchmarks.run --smoke" in table and "| 16 | 2 | 8 | ours |" in table
-    assert imread(out / "training-step.png").shape[:2] > (300, 800)  # the figure of the same results
+    assert imread(out / "training-step.png").shape[:2] > (300, 800)  # the figures of the same results
+    assert imread(out / "inference.png").shape[0] > 200
     assert "| cnn |" in table and "overhead" in table and "| training step, batch 8 |" in table
     assert "ms of overhead per step" in table and "A whole train.py run of the small model (6 steps" in table
 
@@ -223,6 +224,22 @@ def test_training_step_figure_shows_the_results_and_the_goal() -> None:
     assert [line.get_ydata()[0] for line in goal] == [1.2] and right.get_yscale() == "log"
     low, high = right.get_ylim()  # every bar in view (0.32 to 6.04 on a log scale)
     assert 0 < low < min(ratio.values()) and high > max(ratio.values())
+
+
+def test_inference_figure_shows_each_models_memory_beside_the_tutorials() -> None:
+    """On the GPU, the memory of the 10k one-shot inference per model, then the tutorial's reported 725 and 8,721 MiB,
+    against the 150 MiB goal; on the CPU (peak RSS), no goal and no tutorial figures."""
+    gpu = json.loads((GPU_RESULTS / "results.json").read_text())
+    axes = plots.inference_figure(gpu).axes[0]
+    measured = [r["peak_mib"] for r in gpu["inference"] if r["peak_mib"] is not None]
+    assert [bar.get_width() for bar in axes.patches] == pytest.approx([*measured, 725.0, 8721.0])
+    assert [line.get_xdata()[0] for line in axes.get_lines()] == [150.0]
+    assert "68 MiB, 79 ms (3.71×)" in [text.get_text().strip() for text in axes.texts]
+
+    cpu = json.loads((REPO / "benchmarks" / "results" / "results.json").read_text())
+    axes = plots.inference_figure(cpu).axes[0]
+    assert len(axes.patches) == len([r for r in cpu["inference"] if r["peak_mib"] is not None]) == 4
+    assert not axes.get_lines() and "peak RSS added" in axes.get_xlabel()
 
 
 def test_recipe_figure_adds_up_each_runs_phases_against_the_goal(tmp_path: Path) -> None:
