@@ -45,6 +45,11 @@ def _shape(row: dict) -> tuple[int, int, int]:
     return row["hidden"], row["layers"], row["batch"]
 
 
+def _hardware(machine: dict) -> str:
+    """The GPU's name, or the CPU's and its cores."""
+    return machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores"
+
+
 def _colours(variants: list[str]) -> dict[str, str]:
     """nn.LSTM's variants grey, ours in colours, the same in both panels."""
     ours = [v for v in dict.fromkeys(variants) if not v.startswith("nn.LSTM")]
@@ -97,8 +102,7 @@ def training_step_figure(results: dict) -> Figure:
     right.set_title(f"every shape, batch {batch}", fontsize=10)
     right.legend(fontsize=8)
 
-    hardware = machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores"
-    figure.suptitle(f"Training step (forward, backward, Adam) on {hardware}, torch {machine['torch']}")
+    figure.suptitle(f"Training step (forward, backward, Adam) on {_hardware(machine)}, torch {machine['torch']}")
     figure.text(0.5, -0.02, f"{results['command']}", ha="center", fontsize=8, family="monospace")
     return figure
 
@@ -111,7 +115,7 @@ def inference_figure(results: dict) -> Figure:
     names = [r["variant"] for r in rows]
     mib = [r["peak_mib"] for r in rows]
     labels = [f" {r['peak_mib']:,.0f} MiB, {r['median_ms']:,.0f} ms ({r['ratio']:.2f}×)" for r in rows]
-    colours = [_colours(names)[n] for n in names]
+    colours = list(map(_colours(names).get, names))
     if device == "cuda":
         names += list(TUTORIAL_GPU_MIB)
         mib += list(TUTORIAL_GPU_MIB.values())
@@ -130,8 +134,7 @@ def inference_figure(results: dict) -> Figure:
         axes.legend(fontsize=8, loc="lower right")
     measure = rows[0]["memory"] if rows else "memory"
     axes.set_xlabel(f"MiB added ({measure}); the time × nn.LSTM's")
-    hardware = machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores"
-    axes.set_title(f"10,000 test images in one call, on {hardware}", fontsize=10)
+    axes.set_title(f"10,000 test images in one call, on {_hardware(machine)}", fontsize=10)
     return figure
 
 
@@ -180,8 +183,7 @@ def draw(path: Path, title: str | None = None) -> list[Path]:
     if results.get("inference"):
         written.append(save(inference_figure(results), path.parent / "inference.png"))
     if results.get("recipe"):
-        machine = results["machine"]
-        title = f"The 2,000-step recipe on {machine.get('gpu', machine['cpu'])}"
+        title = f"The 2,000-step recipe on {_hardware(results['machine'])}"
         written.append(save(recipe_figure(results["recipe"], title), path.parent / "recipe.png"))
     return written
 
