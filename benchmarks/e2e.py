@@ -16,8 +16,9 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from mnist_lstm.cuda_graph import GraphedTraining
+from mnist_lstm.cuda_graph import GraphedStep, GraphedTraining
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.lstm import RowLSTMClassifier
 
@@ -150,54 +151,21 @@ def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device
     return steps_per_second(ends, warmup)
 
 
-class WholeStep:
-    """One training step of the bare loop, the batch included: gathered from the training set on the device by
-    an index, forward, loss, backward, Adam (fused). With `capture` (on a GPU) all of it is captured once in one
-    CUDA graph and each call is a copy of the index and one replay; without, each call runs it op by op.
+def make_whole_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The bare loop's whole training step as one function, as RowLSTMModule._whole_step writes train.py's
+    (model.cuda_graph=step): gradients to None, forward, loss, backward, Adam. Returns (loss, logits)."""
 
-    A measurement only, of the lever after `model.cuda_graph=true` (which graphs the forward and backward, and
-    leaves the loss, Adam and Lightning's loop outside): how fast a step goes when the CPU launches it once.
-    Capturing runs three warm-up steps first (batch 0 repeated: Adam's state, cuBLAS' workspace, Triton's
-    compilation), as torch.cuda.graph asks. The gradients are then allocated inside the graph, so each replay
-    writes them afresh instead of adding to them, and Adam is `capturable` (its step counts on the GPU).
-    """
-
-    def __init__(
-        self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, capture: bool
-    ) -> None:
-        self.model, self.images, self.labels = model, images, labels
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=capture)
-        self.index = torch.zeros(batch_size, dtype=torch.long, device=images.device)  # the graph's input
-        self.graph: torch.cuda.CUDAGraph | None = None
-        if not capture:
-            return
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = self._step(zero_grad=False)
-
-    def _step(self, zero_grad: bool = True) -> torch.Tensor:
-        if zero_grad:
-            self.optimizer.zero_grad(set_to_none=True)
-        images, labels = self.images.index_select(0, self.index), self.labels.index_select(0, self.index)
-        loss = F.cross_entropy(self.model(images), labels)
+    def step(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
         loss.backward()
-        self.optimizer.step()
-        return loss.detach()
+        optimizer.step()
+        return loss.detach(), logits.detach()
 
-    def __call__(self, index: torch.Tensor) -> torch.Tensor:
-        """One step on the batch `index` picks; its loss (when captured, a tensor the next call overwrites)."""
-        self.index.copy_(index)
-        if self.graph is None:
-            return self._step()
-        self.graph.replay()
-        return self.loss
+    return step
 
 
 def bare_loop_steps_per_second(
@@ -217,18 +185,22 @@ def bare_loop_steps_per_second(
     """The same model, optimiser and data as train.py, in a plain loop over shuffled batches gathered from
     the training set, which is kept on the device. `on_step(step)` is called before each step (a profiler's).
     `fused_adam=False`: Adam's default implementation instead (for-each on a GPU), to measure what fusing gives.
-    `whole_step`: each step a `WholeStep` (with `cuda_graph`, one CUDA graph for all of it)."""
+    `whole_step`: each step one function (`make_whole_step`); with `cuda_graph`, replayed from one CUDA graph
+    (`GraphedStep`), as train.py's model.cuda_graph=step. Otherwise `cuda_graph` graphs the forward and backward,
+    as model.cuda_graph=true."""
     data = MNISTDataModule(data_dir=data_dir, download=False)
     data.prepare_data()
     data.setup("fit")
     images, labels = (t.to(device) for t in data.train_set.tensors)
     model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num, triton=triton).to(device)
+    # As in conf/ (and capturable when the graph holds Adam's update, as train.py makes it then).
+    capturable = whole_step and cuda_graph and device == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused_adam else None, capturable=capturable)
     if whole_step:
-        whole = WholeStep(model, images, labels, batch_size, capture=cuda_graph)
+        whole = make_whole_step(model, optimizer)
+        whole = GraphedStep(whole) if cuda_graph else whole
     else:
-        whole = None
-        net = GraphedTraining(model) if cuda_graph else model
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused_adam else None)  # as in conf/
+        whole, net = None, GraphedTraining(model) if cuda_graph else model
     order = torch.randperm(len(images), device=device)
     ends = []
     for step in range(steps):
@@ -236,7 +208,7 @@ def bare_loop_steps_per_second(
             on_step(step)
         index = order[(step * batch_size) % (len(images) - batch_size) :][:batch_size]
         if whole is not None:
-            loss = whole(index)
+            loss, _ = whole(images[index], labels[index])
         else:
             loss = F.cross_entropy(net(images[index]), labels[index])
             optimizer.zero_grad()
@@ -252,6 +224,7 @@ def bare_loop_steps_per_second(
 
 
 RECIPE_RUNS = {  # name -> train.py overrides; the tutorial recipe (2,000 steps, validation every 500, test)
+    "train.py model.cuda_graph=step model.triton=true": ["model.cuda_graph=step", "model.triton=true"],
     "train.py model.cuda_graph=true model.triton=true": ["model.cuda_graph=true", "model.triton=true"],
     "train.py model.cuda_graph=true": ["model.cuda_graph=true"],
     # What StopOnNonFiniteLoss costs: on the GPU it reads the losses every 10 steps (where Lightning waits anyway).
@@ -268,7 +241,7 @@ def recipe(
     data_dir: str, device: str, runs: dict[str, list[str]] | None = None, out: Path | None = None, rounds: int = 1
 ) -> list[dict[str, object]]:
     """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only; with and
-    without model.triton's kernels, and with the whole step in one graph: `WholeStep`), then scripts/train.py
+    without model.triton's kernels, and with the whole step in one graph: `GraphedStep`), then scripts/train.py
     start to exit (validation, test and figures included), split into its phases (`phases`), with its training
     steps per second (the goal: <= 15 s).
     With `rounds` > 1 the train.py runs repeat, every other round in reverse order (the first run after the bare

@@ -9,14 +9,15 @@
 #            of a shared machine's Python that torchmetrics imports at start-up (and pytest, for `tests`)
 #   pycache  where the installed modules have no compiled bytecode beside them (a read-only image), from here on
 #            compile them once into a cache of their own, as pip does at installation
-#   tests    the GPU tests (pytest -m gpu): cuDNN parity, the Triton kernels = the fused loop, CUDA graph = eager
-#            step, no wait for the GPU between graphed steps, data on the device, train.py on the GPU (~2 minutes)
-#   trace    torch.profiler over 20 CUDA-graphed steps (with model.triton) in train.py and in the bare loop (also
-#            with the whole step in one CUDA graph: the GPU time a step cannot go below)
-#            -> <out_dir>/trace.txt, trace-*.json.gz (about a minute)
-#   recipe   the 2,000-step recipe's first two runs (CUDA graph with and without model.triton) alone, split
-#            into their phases, after the bare loop's (both ways, and the whole step in one CUDA graph: what that
-#            lever would give); twice, ABBA -> <out_dir>/recipe.json (~2 minutes)
+#   tests    the GPU tests (pytest -m gpu): cuDNN parity, the Triton kernels = the fused loop, CUDA graphs (the
+#            forward and backward, the whole step) = eager steps, in Lightning too, no wait for the GPU between
+#            graphed steps, data on the device, train.py on the GPU (~2 minutes)
+#   trace    torch.profiler over 20 CUDA-graphed steps (with model.triton) in the bare loop and in train.py, each
+#            with the forward and backward graphed and with the whole step in one graph (model.cuda_graph=step;
+#            the bare loop's: the GPU time a step cannot go below) -> <out_dir>/trace.txt, trace-*.json.gz (~2 min)
+#   recipe   the 2,000-step recipe's first two runs (model.cuda_graph=step and =true, with model.triton) alone,
+#            split into their phases, after the bare loop's (the forward and backward graphed, with and without
+#            Triton, and the whole step in one graph); twice, ABBA -> <out_dir>/recipe.json (~2 minutes)
 #   profile  the same after one run under Lightning's SimpleProfiler -> <out_dir>/{fit,test}-profile.txt
 #   adam     the bare loop's 2,000 steps (CUDA graph, Triton) with Adam fused (train.py's) and Adam's default
 #            (for-each), interleaved, 2 rounds -> <out_dir>/adam.json (about half a minute)
@@ -71,7 +72,7 @@ print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', h
       timeout 240 "$py" -m pytest -m gpu -q -p no:cacheprovider --durations=5 tests/test_gpu.py 2>&1 \
         | tee "$out/tests.log" | tail -25 ;;
     trace)
-      timeout 150 "$py" -m benchmarks.trace --data-dir "$data_dir" --out "$out" --triton ;;
+      timeout 200 "$py" -m benchmarks.trace --data-dir "$data_dir" --out "$out" --triton ;;
     recipe)
       timeout 240 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --runs 2 --rounds 2 ;;
     profile)

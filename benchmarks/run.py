@@ -323,13 +323,16 @@ def end_to_end(sizes: Sizes, args: argparse.Namespace, device: torch.device) -> 
             flush=True,
         )
     if device.type == "cuda":  # the CUDA-graph pair above is the GPU's overhead measure (and gpu.sh's time is short)
-        try:  # and the same with model.triton's kernels (not yet run on a GPU: a failure must not cost the rest)
-            row["triton"] = script_against_bare(
-                args.data_dir, device, (hidden, layers, batch), steps, warmup, rounds, graph=True, triton=True
-            )
-        except Exception as err:
-            row["triton"] = {"error": repr(err)[-1500:]}
-        print(f"end to end (CUDA graph, Triton): {row['triton']}", flush=True)
+        # and the same with model.triton's kernels, then with the whole step in one graph (model.cuda_graph=step,
+        # against the bare loop's whole step likewise); a failure must not cost the rest
+        for key, graph in (("triton", True), ("whole_step", "step")):
+            try:
+                row[key] = script_against_bare(
+                    args.data_dir, device, (hidden, layers, batch), steps, warmup, rounds, graph=graph, triton=True
+                )
+            except Exception as err:
+                row[key] = {"error": repr(err)[-1500:]}
+            print(f"end to end (model.cuda_graph={str(graph).lower()}, Triton): {row[key]}", flush=True)
         return row
     *small, steps = sizes.e2e_small
     small_rounds = 1 if args.smoke else 2 * rounds  # the differences are a millisecond: more rounds
@@ -360,21 +363,31 @@ def script_against_bare(
     steps: int,
     warmup: int,
     rounds: int,
-    graph: bool,
+    graph: bool | str,
     triton: bool = False,
 ) -> dict[str, float]:
     """train.py and the bare loop, alternately, `rounds` times each: median steps per second, and the median
-    over rounds of the overhead, in percent and in milliseconds per step."""
+    over rounds of the overhead, in percent and in milliseconds per step. `graph`: model.cuda_graph's value
+    (with "step" the bare loop's whole step is one CUDA graph too)."""
     hidden, layers, batch = model
     overrides = [f"hidden_size={hidden}", f"layer_num={layers}", f"batch_size={batch}"]
-    overrides += ["model.cuda_graph=true"] if graph else []
+    overrides += [f"model.cuda_graph={str(graph).lower()}"] if graph else []
     overrides += ["model.triton=true"] if triton else []
     script, bare = [], []
     for _ in range(rounds):
         script.append(e2e.train_script_steps_per_second(steps, warmup, data_dir, device.type, *overrides))
         bare.append(
             e2e.bare_loop_steps_per_second(
-                steps, warmup, data_dir, device.type, hidden, layers, batch, graph, triton=triton
+                steps,
+                warmup,
+                data_dir,
+                device.type,
+                hidden,
+                layers,
+                batch,
+                bool(graph),
+                triton=triton,
+                whole_step=graph == "step",
             )
         )
     pairs = list(zip(bare, script, strict=True))
@@ -444,6 +457,7 @@ def markdown(results: dict[str, object]) -> str:
     for key, options in (
         ("cuda_graph", "model.cuda_graph=true"),
         ("triton", "model.cuda_graph=true model.triton=true"),
+        ("whole_step", "model.cuda_graph=step model.triton=true (the bare loop's whole step graphed too)"),
     ):
         pair = e.get(key)
         if pair is None:

@@ -1,11 +1,12 @@
-"""A torch.profiler trace of a window of CUDA-graphed training steps, in a real train.py run and in the bare
-loop (as train.py steps, and with the whole step in one CUDA graph): how long a step takes, how much of it the
-GPU is busy, and what the CPU does meanwhile.
+"""A torch.profiler trace of a window of CUDA-graphed training steps, in the bare loop and in real train.py
+runs, each way: the forward and backward in a graph (model.cuda_graph=true), and the whole step in one
+(model.cuda_graph=step). How long a step takes, how much of it the GPU is busy, and what the CPU does meanwhile.
 
     python -m benchmarks.trace --data-dir data --out <dir>     (on a GPU; benchmarks/gpu.sh's `trace` part)
 
 writes <dir>/trace.txt (per step: wall time, GPU kernels and their busy time; the CPU's top operations) and
-the Chrome traces <dir>/trace-{train_py,bare,bare_whole_step}.json.gz (chrome://tracing, https://ui.perfetto.dev).
+the Chrome traces <dir>/trace-{bare,bare_whole_step,train_py,train_py_step}.json.gz (chrome://tracing,
+https://ui.perfetto.dev).
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ class Window:
 class TraceSteps(L.Callback):
     """Added to a train.py run by override: profiles its training steps start..start+steps into `out`."""
 
-    def __init__(self, out: str, start: int = 200, steps: int = 20) -> None:
-        self.window = Window("train_py", Path(out), start, steps)
+    def __init__(self, out: str, start: int = 200, steps: int = 20, name: str = "train_py") -> None:
+        self.window = Window(name, Path(out), start, steps)
 
     def on_train_batch_start(self, trainer: L.Trainer, *_: object) -> None:
         self.window(trainer.global_step)
@@ -100,30 +101,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--triton", action="store_true", help="with model.triton=true, in the bare loop likewise")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    options = ["model.cuda_graph=true"] + (["model.triton=true"] if args.triton else [])
+    triton = ["model.triton=true"] if args.triton else []
     (args.out / "trace.txt").write_text(
-        f"train.py {' '.join(options)}, and the bare loop likewise, then with the whole step in one CUDA graph\n"
+        f"the bare loop and train.py {' '.join(triton)}, each with the forward and backward in a CUDA graph, then "
+        "with the whole step in one\n"
     )
     steps = args.start + args.steps + 10
     device = "cuda" if CUDA else "cpu"
-    # The bare loop as train.py runs the step (forward and backward graphed), then with the whole step in one
-    # graph (e2e.WholeStep): the CPU has next to nothing to launch there, so its GPU time per step is the floor.
+    # The bare loop with the forward and backward graphed, then with the whole step in one graph: the CPU has next
+    # to nothing to launch there, so its GPU time per step is the floor.
     for name, whole_step in (("bare", False), ("bare_whole_step", True)):
         window = Window(name, args.out, args.start, args.steps)
         e2e.bare_loop_steps_per_second(
-            steps, 5, args.data_dir, device, 256, 2, 128, cuda_graph=CUDA, on_step=window, triton=args.triton,
+            steps,
+            5,
+            args.data_dir,
+            device,
+            256,
+            2,
+            128,
+            cuda_graph=CUDA,
+            on_step=window,
+            triton=args.triton,
             whole_step=whole_step,
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, str(e2e.REPO / "scripts" / "train.py"), *options]
-        command += [f"max_steps={steps}", f"val_every={steps}", "test=false", f"data.data_dir={args.data_dir}"]
-        command += [f"hydra.run.dir={tmp}/run", "+callbacks.trace._target_=benchmarks.trace.TraceSteps"]
-        command += [f"+callbacks.trace.out={args.out.resolve()}", f"+callbacks.trace.start={args.start}"]
-        command += [f"+callbacks.trace.steps={args.steps}"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(e2e.REPO), os.environ.get("PYTHONPATH", "")])}
-        result = subprocess.run(command, cwd=e2e.REPO, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(f"train.py failed:\n{result.stderr[-3000:]}")
+    for name, cuda_graph in (("train_py", "true"), ("train_py_step", "step")):
+        with tempfile.TemporaryDirectory() as tmp:
+            command = [sys.executable, str(e2e.REPO / "scripts" / "train.py"), f"model.cuda_graph={cuda_graph}"]
+            command += [*triton, f"max_steps={steps}", f"val_every={steps}", "test=false"]
+            command += [f"data.data_dir={args.data_dir}", f"hydra.run.dir={tmp}/run"]
+            command += ["+callbacks.trace._target_=benchmarks.trace.TraceSteps", f"+callbacks.trace.name={name}"]
+            command += [f"+callbacks.trace.out={args.out.resolve()}", f"+callbacks.trace.start={args.start}"]
+            command += [f"+callbacks.trace.steps={args.steps}"]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(e2e.REPO), os.environ.get("PYTHONPATH", "")])}
+            result = subprocess.run(command, cwd=e2e.REPO, env=env, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise SystemExit(f"train.py model.cuda_graph={cuda_graph} failed:\n{result.stderr[-3000:]}")
     print((args.out / "trace.txt").read_text())
 
 

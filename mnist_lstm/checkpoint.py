@@ -22,7 +22,7 @@ from mnist_lstm.module import RowLSTMModule
 HOW_TO = "pass ckpt_path=<run dir>/checkpoints/last.ckpt (or a step*.ckpt) written by scripts/train.py"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since PyTorch 1.6
 # Arguments that only matter for training speed: inference rebuilds the plain model.
-INFERENCE_OVERRIDES = {"compile": False}
+INFERENCE_OVERRIDES = {"compile": False, "cuda_graph": False}
 
 
 def _check_file(path: Path) -> None:

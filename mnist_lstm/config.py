@@ -39,7 +39,7 @@ RULES: dict[str, Rule] = {
     "seed": Rule(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)", "seed=42"),
     "model.forget_bias": Rule(float, math.isfinite, "a finite number", "model.forget_bias=1.0"),
 }
-SWITCHES = ("model.fused", "model.compile", "model.cuda_graph", "model.triton", "test")  # true or false
+SWITCHES = ("model.fused", "model.compile", "model.triton", "test")  # true or false
 
 
 def check_value(key: str, value: object, rule: Rule) -> None:
@@ -67,23 +67,65 @@ def validate(cfg: DictConfig) -> None:
             f"invalid value data.on_device={on_device!r}: data.on_device must be auto (on the GPU when the run is), "
             "true or false"
         )
-    cuda_graph = OmegaConf.select(cfg, "model.cuda_graph") is True
-    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32"))
-    if cuda_graph and "mixed" in precision:
-        raise UserError(
-            f"model.cuda_graph=true does not combine with trainer.precision={precision} (autocast); "
-            "use trainer.precision=32-true or model.cuda_graph=false"
-        )
-    if cuda_graph and OmegaConf.select(cfg, "model.compile") is True:
-        raise UserError(
-            "model.cuda_graph=true and model.compile=true are not supported together (untested; torch.compile's "
-            "own CUDA graphs are its mode='reduce-overhead'); choose one"
-        )
+    _check_cuda_graph(cfg)
     cell = OmegaConf.select(cfg, "model.cell")
     if cell is not None and cell not in ("custom", "torch"):
         raise UserError(f"invalid value model.cell={cell!r}: model.cell must be 'custom' (ours) or 'torch' (nn.LSTM)")
     if OmegaConf.select(cfg, "model.triton") is True:
         _check_triton(cell, OmegaConf.select(cfg, "model.fused"))
+
+
+def _check_cuda_graph(cfg: DictConfig) -> None:
+    """model.cuda_graph: false, true (the forward and backward graphed) or step (the whole step), and what
+    each does not combine with."""
+    value = OmegaConf.select(cfg, "model.cuda_graph")
+    if value is not None and not (isinstance(value, bool) or value == "step"):
+        raise UserError(
+            f"invalid value model.cuda_graph={value!r}: model.cuda_graph must be false, true (the forward and "
+            "backward in a CUDA graph) or step (the whole training step in one)"
+        )
+    if not value:
+        return
+    name = f"model.cuda_graph={str(value).lower()}"
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32"))
+    if "mixed" in precision:
+        raise UserError(
+            f"{name} does not combine with trainer.precision={precision} (autocast); "
+            "use trainer.precision=32-true or model.cuda_graph=false"
+        )
+    if OmegaConf.select(cfg, "model.compile") is True:
+        raise UserError(
+            f"{name} and model.compile=true are not supported together (untested; torch.compile's "
+            "own CUDA graphs are its mode='reduce-overhead'); choose one"
+        )
+    if value == "step":
+        refusal = whole_step_refusal(
+            OmegaConf.select(cfg, "trainer.gradient_clip_val"),
+            OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1),
+            OmegaConf.select(cfg, "model.scheduler") is not None,
+        )
+        if refusal:
+            raise UserError(refusal)
+
+
+def whole_step_refusal(gradient_clip_val: float | None, accumulate_grad_batches: int, scheduler: bool) -> str | None:
+    """Why a run cannot train with model.cuda_graph=step (the optimiser's update inside the graph), or None."""
+    if gradient_clip_val:
+        return (
+            "model.cuda_graph=step updates the weights inside the CUDA graph, where Lightning cannot clip the "
+            "gradients first; use trainer.gradient_clip_val=null or model.cuda_graph=true"
+        )
+    if accumulate_grad_batches != 1:
+        return (
+            "model.cuda_graph=step updates the weights at every batch, so it cannot accumulate gradients; "
+            "use trainer.accumulate_grad_batches=1 or model.cuda_graph=true"
+        )
+    if scheduler:
+        return (
+            "model.cuda_graph=step replays the learning rate it captured, which a scheduler could not change; "
+            "use model.scheduler=null or model.cuda_graph=true"
+        )
+    return None
 
 
 def _check_triton(cell: str | None, fused: bool | None) -> None:

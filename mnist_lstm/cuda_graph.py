@@ -1,16 +1,24 @@
-"""CUDA graphs for the training step: the forward and backward of the network captured once, replayed.
+"""CUDA graphs for the training step: its launches captured once, replayed with one call.
 
 Our LSTM launches a few small kernels per timestep and layer, about a thousand per training step; on a GPU
 the CPU can then spend longer launching them than the GPU spends running them. A CUDA graph records the
-launches of one forward and one backward once and replays them with a single call. The optimiser step, the
-loss and the metrics stay outside the graph (torch.cuda.make_graphed_callables), so Lightning, gradient
-clipping and learning-rate schedules work unchanged.
+launches once and replays them with a single call. Two ways:
+
+- `GraphedTraining` (model.cuda_graph=true) graphs the network's forward and backward
+  (torch.cuda.make_graphed_callables). The loss, the optimiser step and the metrics stay outside, so
+  Lightning, gradient clipping and learning-rate schedules work unchanged.
+- `GraphedStep` (model.cuda_graph=step) graphs the whole step: forward, loss, backward and the optimiser's
+  update. The CPU then launches one graph per step and runs no autograd or optimiser code, at the price of
+  what a replay cannot change: no gradient clipping or accumulation by Lightning, no learning-rate schedule.
 
 A graph replays fixed shapes: it serves the batches of the shape it was captured with (every full training
-batch); the last, smaller batch of an epoch, validation and test run the network as usual.
+batch); the last, smaller batch of an epoch, validation and test run as usual.
 """
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -40,12 +48,77 @@ class GraphedTraining:
         if not (self.net.training and images.is_cuda and torch.is_grad_enabled()):
             return self.net(images)
         if self.graphed is None:
-            if torch.is_autocast_enabled("cuda"):
-                raise RuntimeError(
-                    "model.cuda_graph=true does not combine with mixed precision (autocast); "
-                    "use trainer.precision=32-true or model.cuda_graph=false"
-                )
+            _refuse_autocast("true")
             self.shape = images.shape
             # Captured on a copy: the graph's input lives at a fixed address that each replay copies into.
             self.graphed = torch.cuda.make_graphed_callables(_Forward(self.net), (images.detach().clone(),))
         return self.graphed(images) if images.shape == self.shape else self.net(images)
+
+
+class GraphedStep:
+    """A whole training step, replayed from one CUDA graph for batches shaped like the first one it sees.
+
+    `step(images, labels) -> (loss, logits)` is the step written out op by op: it sets the gradients to None,
+    then runs the forward, the loss, the backward pass and the optimiser's update. On a GPU the first `warmup`
+    batches run it as it is, on a side stream, as torch.cuda.graph asks (they create Adam's state and cuBLAS'
+    workspace, and compile Triton's kernels); the next one captures it. From then on a batch is two copies into
+    the graph's inputs and one replay. The gradients are None when it is captured, so they are allocated in
+    the graph and each replay writes them afresh. Batches of another shape, and steps on the CPU, run `step`
+    op by op.
+    """
+
+    def __init__(self, step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], warmup: int = 3) -> None:
+        self.step = step
+        self.warmup = warmup  # warm-up steps still to run before the capture
+        self.shape: torch.Size | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: tuple[Tensor, Tensor] | None = None  # where each replay reads its batch
+        self.outputs: tuple[Tensor, Tensor] | None = None  # where each replay writes its loss and logits
+
+    def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Train on the batch; its loss (a tensor of its own) and its logits (on a replay, the graph's own
+        tensor: read it before the next call)."""
+        if not images.is_cuda:
+            return self.step(images, labels)
+        if self.shape is None:
+            self.shape = images.shape
+        with warnings.catch_warnings():
+            # torch.optim warns once that a capturable optimiser steps outside a graph: these steps do, on purpose.
+            warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+            if images.shape != self.shape:
+                return self.step(images, labels)
+            if self.graph is None and self.warmup > 0:
+                self.warmup -= 1
+                return self._on_side_stream(images, labels)
+        if self.graph is None:
+            self._capture(images, labels)
+        else:
+            self.inputs[0].copy_(images)
+            self.inputs[1].copy_(labels)
+        self.graph.replay()
+        loss, logits = self.outputs
+        return loss.clone(), logits
+
+    def _on_side_stream(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            outputs = self.step(images, labels)
+        torch.cuda.current_stream().wait_stream(side)
+        return outputs
+
+    def _capture(self, images: Tensor, labels: Tensor) -> None:
+        """Record one step on copies of this batch (the graph's inputs, at fixed addresses); nothing runs yet."""
+        _refuse_autocast("step")
+        self.inputs = (images.clone(), labels.clone())
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = self.step(*self.inputs)
+
+
+def _refuse_autocast(value: str) -> None:
+    if torch.is_autocast_enabled("cuda"):
+        raise RuntimeError(
+            f"model.cuda_graph={value} does not combine with mixed precision (autocast); "
+            "use trainer.precision=32-true or model.cuda_graph=false"
+        )

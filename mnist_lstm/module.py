@@ -14,7 +14,8 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from mnist_lstm.cuda_graph import GraphedTraining
+from mnist_lstm.config import whole_step_refusal
+from mnist_lstm.cuda_graph import GraphedStep, GraphedTraining
 from mnist_lstm.errors import UserError
 from mnist_lstm.lstm import RowLSTMClassifier
 
@@ -27,6 +28,7 @@ class RowLSTMModule(L.LightningModule):
 
     The architecture arguments are saved in the checkpoint (`hparams`), so a checkpoint rebuilds
     its own model; the optimiser and scheduler are partials completed in configure_optimizers.
+    `cuda_graph`: False, True (the forward and backward replayed from a CUDA graph) or "step" (the whole step).
     """
 
     def __init__(
@@ -42,10 +44,12 @@ class RowLSTMModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         fused: bool = True,
         compile: bool = False,
-        cuda_graph: bool = False,
+        cuda_graph: bool | str = False,
         triton: bool = False,
     ) -> None:
         super().__init__()
+        if cuda_graph not in (False, True, "step"):
+            raise ValueError(f"cuda_graph must be False, True or 'step', not {cuda_graph!r}")
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         self.net = RowLSTMClassifier(
             input_size, hidden_size, layer_num, num_classes, dropout, forget_bias, cell, fused=fused, triton=triton
@@ -54,9 +58,11 @@ class RowLSTMModule(L.LightningModule):
             # In place (nn.Module.compile), the LSTM only: the state-dict keys stay free of torch.compile's
             # `_orig_mod.` prefix, so a compiled run's checkpoint loads into an uncompiled model.
             self.net.lstm.compile()
-        # Training batches on a GPU replay one CUDA graph of the forward and backward (mnist_lstm/cuda_graph.py).
-        # (A plain object, not a submodule: the checkpoint's keys stay those of self.net.)
-        self.graphed_training = GraphedTraining(self.net) if cuda_graph else None
+        # Training batches on a GPU replay one CUDA graph (mnist_lstm/cuda_graph.py): of the forward and backward
+        # (cuda_graph=True), or of the whole step (cuda_graph="step": training_step then updates the weights itself).
+        # (Plain objects, not submodules: the checkpoint's keys stay those of self.net.)
+        self.graphed_training = GraphedTraining(self.net) if cuda_graph is True else None
+        self.graphed_step = GraphedStep(self._whole_step) if cuda_graph == "step" else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         # validate_args=False: predictions come from argmax and labels from MNIST, always in range, and the
@@ -72,13 +78,31 @@ class RowLSTMModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         for option in ("cuda_graph", "triton"):
-            if self.hparams.get(option) and self.device.type != "cuda":
-                rank_zero_warn(f"model.{option}=true applies to CUDA runs only; this run is on the {self.device.type}")
-        if self.hparams.get("cuda_graph") and self.trainer.world_size > 1:
+            value = self.hparams.get(option)
+            if value and self.device.type != "cuda":
+                rank_zero_warn(
+                    f"model.{option}={str(value).lower()} applies to CUDA runs only; this run is on the "
+                    f"{self.device.type}"
+                )
+        cuda_graph, trainer = self.hparams.get("cuda_graph"), self.trainer
+        if cuda_graph and trainer.world_size > 1:
             raise UserError(
-                f"model.cuda_graph=true is for one GPU, and this run has {self.trainer.world_size} processes; "
-                "use model.cuda_graph=false with several devices"
+                f"model.cuda_graph={str(cuda_graph).lower()} is for one GPU, and this run has {trainer.world_size} "
+                "processes; use model.cuda_graph=false with several devices"
             )
+        if self.graphed_step is not None:  # (on the CPU too: the step is written out there, as on a GPU)
+            refusal = whole_step_refusal(
+                trainer.gradient_clip_val, trainer.accumulate_grad_batches, self.scheduler_factory is not None
+            )
+            if refusal:
+                raise UserError(refusal)
+        # A CUDA graph replays the addresses of the weights (and optimiser state) it was captured with, and after
+        # a fit Lightning moves the weights to the CPU (and each fit builds its optimiser anew): each fit captures
+        # its own graph.
+        if self.graphed_training is not None:
+            self.graphed_training = GraphedTraining(self.net)
+        if self.graphed_step is not None:
+            self.graphed_step = GraphedStep(self._whole_step)
 
     def _step(
         self, batch: tuple[Tensor, Tensor], net: Callable[[Tensor], Tensor] | None = None
@@ -89,7 +113,10 @@ class RowLSTMModule(L.LightningModule):
         return F.cross_entropy(logits, labels), logits, labels
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, logits, labels = self._step(batch, self.graphed_training)
+        if self.graphed_step is not None:  # the whole step: the weights are updated when it returns
+            (loss, logits), labels = self.graphed_step(*batch), batch[1]
+        else:
+            loss, logits, labels = self._step(batch, self.graphed_training)
         if self._logger_writes_this_step():
             # Logged as numbers on the CPU, copied there once, on a step the logger writes (it waits for the
             # device then anyway): Lightning reads the progress bar's values at every step (.item()), and for
@@ -101,6 +128,40 @@ class RowLSTMModule(L.LightningModule):
             self.log("train/loss", loss_now, prog_bar=True)
             self.log("train/acc", acc_now, prog_bar=True)
         return loss
+
+    def _whole_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One training step written out, as one function a CUDA graph can capture (model.cuda_graph=step): what
+        Lightning's loop does around training_step (gradients to None, backward, the optimiser's update), in
+        the same order, so that it trains exactly as the loop does. Returns the loss and the logits."""
+        optimizer = self.trainer.optimizers[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss, logits, _ = self._step((images, labels))
+        loss.backward()
+        optimizer.step()
+        return loss.detach(), logits.detach()
+
+    # With model.cuda_graph=step, training_step has already run the backward pass and the optimiser's update:
+    # these three hooks, which Lightning's loop calls around it, then leave that work done. (Lightning still
+    # counts the step, calls the other hooks and logs as usual.)
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        if self.graphed_step is None:
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        if self.graphed_step is None:
+            super().backward(loss, *args, **kwargs)
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: torch.optim.Optimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        if self.graphed_step is None:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        elif optimizer_closure is not None:
+            optimizer_closure()  # training_step and the hooks around it; the optimiser steps inside training_step
 
     def _logger_writes_this_step(self) -> bool:
         """Whether Lightning writes step metrics after this step: every `trainer.log_every_n_steps` steps
@@ -136,9 +197,38 @@ class RowLSTMModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("RowLSTMModule was built without an optimizer: it can predict but not train")
-        optimizer = self.optimizer_factory(self.parameters())
+        if self._graph_holds_the_optimizer():
+            optimizer = self._capturable_optimizer()
+        else:
+            optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         # Schedules here are in optimiser steps (the budget is max_steps), not epochs.
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _graph_holds_the_optimizer(self) -> bool:
+        """model.cuda_graph=step on a GPU: the optimiser's update is captured with the rest of the step."""
+        trainer = self._trainer  # (None when load_from_checkpoint calls on_load_checkpoint)
+        return self.graphed_step is not None and trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming with model.cuda_graph=step a run saved without it: torch's Optimizer.load_state_dict takes each
+        # group's options from the checkpoint, whose capturable=False the graph's capture would refuse. Made
+        # capturable before Lightning loads them, the step counts load onto the GPU too.
+        if self._graph_holds_the_optimizer():
+            for state in checkpoint.get("optimizer_states", []):
+                for group in state["param_groups"]:
+                    if "capturable" in group:
+                        group["capturable"] = True
+
+    def _capturable_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser for model.cuda_graph=step on a GPU: capturable (its step count on the GPU), as a graph
+        that holds its update needs."""
+        try:
+            return self.optimizer_factory(self.parameters(), capturable=True)
+        except TypeError as err:
+            raise UserError(
+                "model.cuda_graph=step captures the optimiser's update, which needs an optimiser that takes "
+                f"capturable=True (Adam, AdamW and others do; this one: {err}); use model.cuda_graph=true"
+            ) from err

@@ -106,18 +106,21 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
 
 
 def test_trace_profiles_a_window_of_steps_in_train_py_and_the_bare_loop(mnist_dir: Path, tmp_path: Path) -> None:
-    """benchmarks/trace.py, dry-run on the CPU (on a GPU it also counts the kernels and the GPU's busy time)."""
+    """benchmarks/trace.py, dry-run on the CPU (on a GPU it also counts the kernels and the GPU's busy time): the
+    bare loop and train.py, each with the forward and backward graphed and with the whole step in one graph."""
     command = [sys.executable, "-m", "benchmarks.trace", "--data-dir", str(mnist_dir), "--out", str(tmp_path)]
     options = ["--start", "2", "--steps", "2", "--triton"]
     result = subprocess.run([*command, *options], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "trace.txt").read_text()
-    assert report.startswith("train.py model.cuda_graph=true model.triton=true, and the bare loop likewise")
+    assert report.startswith("the bare loop and train.py model.triton=true, each with the forward and backward")
     headers = [line for line in report.splitlines() if line.startswith("== ")]
-    assert [h.split(":")[0] for h in headers] == ["== bare", "== bare_whole_step", "== train_py"], report[:2000]
+    names = ["bare", "bare_whole_step", "train_py", "train_py_step"]
+    assert [h.split(":")[0] for h in headers] == [f"== {name}" for name in names], report[:2000]
     assert all("2 steps from step 2" in h for h in headers) and "FusedLSTMLoop" in report
-    assert "Optimizer.step#Adam.step" in report.split("== bare_whole_step")[1].split("== train_py")[0]
-    for name in ("bare", "bare_whole_step", "train_py"):
+    windows = dict(zip(names, report.split("\n== ")[1:], strict=True))
+    assert all("Optimizer.step#Adam.step" in window for window in windows.values())
+    for name in names:
         trace = json.loads(gzip.decompress((tmp_path / f"trace-{name}.json.gz").read_bytes()))
         assert any(event.get("name") == "aten::addmm" for event in trace["traceEvents"])
 
@@ -174,23 +177,24 @@ def test_figures_comparison_alternates_forked_and_in_process_drawing(mnist_dir: 
         assert row["test_figures_s"] > 0 and row["wall_s"] > row["test_figures_s"]
 
 
-def test_whole_step_is_the_bare_loops_step_with_its_batch_gathered_by_index() -> None:
-    """Eager here (the GPU tests check its CUDA graph against this): the same weights as the plain step."""
+def test_the_bare_loops_whole_step_is_its_plain_step() -> None:
+    """Op by op here (the GPU tests check its CUDA graph, GraphedStep, against this): the plain step's weights."""
     torch.manual_seed(0)
     images, labels = torch.rand(64, 28, 28), torch.randint(0, 10, (64,))
     whole_net = RowLSTMClassifier(hidden_size=8, layer_num=2, dropout=0.0)
     plain_net = RowLSTMClassifier(hidden_size=8, layer_num=2, dropout=0.0)
     plain_net.load_state_dict(whole_net.state_dict())
-    whole = e2e.WholeStep(whole_net, images, labels, batch_size=16, capture=False)
+    whole = e2e.make_whole_step(whole_net, torch.optim.Adam(whole_net.parameters(), lr=1e-3, fused=True))
     initial = whole_net.classifier.weight.detach().clone()
     optimizer = torch.optim.Adam(plain_net.parameters(), lr=1e-3, fused=True)
     for _ in range(3):
         index = torch.randperm(64)[:16]
-        loss = F.cross_entropy(plain_net(images[index]), labels[index])
+        logits = plain_net(images[index])
+        loss = F.cross_entropy(logits, labels[index])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        torch.testing.assert_close(whole(index), loss.detach())
+        torch.testing.assert_close(whole(images[index], labels[index]), (loss.detach(), logits.detach()))
     for p, q in zip(whole_net.parameters(), plain_net.parameters(), strict=True):
         torch.testing.assert_close(p, q)
     assert not torch.equal(whole_net.classifier.weight, initial)  # the steps did train

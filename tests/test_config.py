@@ -85,10 +85,18 @@ def test_debug_configs_compose(name: str) -> None:
         ("model.cell=gru", "invalid value model.cell='gru'"),
         ("model.forget_bias=abc", "invalid value model.forget_bias='abc': model.forget_bias must be a finite number"),
         ("model.fused=maybe", "invalid value model.fused='maybe': model.fused must be true or false"),
-        ("model.cuda_graph=1", "invalid value model.cuda_graph=1: model.cuda_graph must be true or false"),
+        ("model.cuda_graph=1", "invalid value model.cuda_graph=1: model.cuda_graph must be false, true (the forward"),
+        ("model.cuda_graph=all", "invalid value model.cuda_graph='all': model.cuda_graph must be false, true"),
         ("data.on_device=gpu", "invalid value data.on_device='gpu': data.on_device must be auto"),
         ("model.cuda_graph=true trainer.precision=bf16-mixed", "model.cuda_graph=true does not combine with"),
         ("model.cuda_graph=true model.compile=true", "are not supported together"),
+        ("model.cuda_graph=step trainer.precision=16-mixed", "model.cuda_graph=step does not combine with"),
+        ("model.cuda_graph=step experiment=improved", "where Lightning cannot clip the gradients first"),
+        ("model.cuda_graph=step +trainer.accumulate_grad_batches=4", "cannot accumulate gradients"),
+        (
+            "model.cuda_graph=step experiment=improved trainer.gradient_clip_val=null",
+            "model.cuda_graph=step replays the learning rate it captured",
+        ),
         ("model.triton=yes", "invalid value model.triton='yes': model.triton must be true or false"),
         ("model.triton=true model.cell=torch", "model.triton=true applies to our fused loop, not to nn.LSTM"),
         ("model.triton=true model.fused=false", "not to the plain loop (model.fused=false)"),
@@ -99,6 +107,14 @@ def test_bad_values_are_refused_with_key_and_range(override: str, expected: str)
         validate(compose_train(*override.split()))
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_the_whole_step_in_one_graph_is_a_choice_of_model_cuda_graph() -> None:
+    cfg = compose_train("model.cuda_graph=step")
+    validate(cfg)
+    module = instantiate(cfg.model)
+    assert module.graphed_step is not None and module.graphed_training is None
+    assert instantiate(compose_train("model.cuda_graph=true").model).graphed_step is None
 
 
 def test_triton_without_the_package_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

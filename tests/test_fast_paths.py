@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
+import warnings
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
 
 from mnist_lstm import lstm as lstm_module
 from mnist_lstm.data import MNISTDataModule
+from mnist_lstm.errors import UserError
 from mnist_lstm.lstm import FusedLSTMLoop, RowLSTMClassifier, StackedLSTM
 from mnist_lstm.module import RowLSTMModule
 from tests.conftest import quiet_cpu_trainer, run_script
@@ -188,6 +192,60 @@ def test_gpu_options_on_the_cpu_train_with_a_warning_each(mnist_dir: Path) -> No
     warned = {str(w.message).split("=")[0] for w in caught if "applies to CUDA runs only" in str(w.message)}
     assert warned == {"model.triton", "model.cuda_graph"}
     assert trainer.global_step == 2
+
+
+def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir: Path) -> None:
+    """model.cuda_graph=step: training_step runs the whole step itself (gradients to None, forward, loss,
+    backward, Adam), as the function a CUDA graph captures, and Lightning's loop leaves that work done. On the
+    CPU the same function runs op by op: the same weights, bit for bit, as Lightning's own loop, dropout on, and
+    Lightning counts the steps and Adam took each once."""
+    trained = {}
+    for cuda_graph in (False, "step"):
+        L.seed_everything(3, verbose=False)
+        module = RowLSTMModule(hidden_size=8, layer_num=2, cuda_graph=cuda_graph, optimizer=partial(torch.optim.Adam))
+        trainer = quiet_cpu_trainer(max_steps=7, log_every_n_steps=3)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="model.cuda_graph=step applies to CUDA runs only")
+            trainer.fit(module, MNISTDataModule(str(mnist_dir), batch_size=16, download=False))
+        assert trainer.global_step == 7
+        steps = {int(state["step"]) for state in trainer.optimizers[0].state.values()}
+        trained[cuda_graph] = (module.net.state_dict(), steps, dict(trainer.logged_metrics))
+    (plain, plain_steps, plain_logged), (whole, whole_steps, whole_logged) = trained.values()
+    assert plain_steps == whole_steps == {7}
+    torch.testing.assert_close(whole, plain, rtol=0, atol=0)
+    torch.testing.assert_close(whole_logged, plain_logged, rtol=0, atol=0)  # train/loss and train/acc of step 6
+    assert {"train/loss", "train/acc"} <= whole_logged.keys()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"gradient_clip_val": 1.0}, "where Lightning cannot clip the gradients first"),
+        ({"accumulate_grad_batches": 2}, "cannot accumulate gradients"),
+    ],
+)
+def test_the_whole_step_refuses_what_lightning_would_do_outside_it(
+    mnist_dir: Path, options: dict, message: str
+) -> None:
+    module = RowLSTMModule(hidden_size=8, layer_num=1, cuda_graph="step", optimizer=partial(torch.optim.Adam))
+    with pytest.raises(UserError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quiet_cpu_trainer(max_steps=2, **options).fit(module, MNISTDataModule(str(mnist_dir), download=False))
+
+
+def test_resuming_into_the_whole_step_graph_makes_the_saved_optimiser_capturable() -> None:
+    """A run saved without model.cuda_graph=step and resumed with it on a GPU: the saved optimiser options,
+    which torch's load_state_dict would apply, are made capturable first (else the capture refuses Adam)."""
+    saved = torch.optim.Adam(nn.Linear(2, 2).parameters()).state_dict()
+    module = RowLSTMModule(hidden_size=4, layer_num=1, cuda_graph="step")
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda")))
+    checkpoint = {"optimizer_states": [copy.deepcopy(saved)]}
+    module.on_load_checkpoint(checkpoint)
+    assert [group["capturable"] for group in checkpoint["optimizer_states"][0]["param_groups"]] == [True]
+    module._trainer.strategy.root_device = torch.device("cpu")  # no graph on the CPU: left as saved
+    checkpoint = {"optimizer_states": [copy.deepcopy(saved)]}
+    module.on_load_checkpoint(checkpoint)
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["capturable"] is False
 
 
 def test_tanh_is_tanh_in_place_or_not() -> None:

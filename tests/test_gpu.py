@@ -1,12 +1,13 @@
 """The GPU paths, on a CUDA machine:  python -m pytest -m gpu  (deselected by default: CI has no GPU).
 
 Our fused loop against cuDNN's nn.LSTM, its Triton kernels (model.triton) against it, the CUDA-graphed training
-step against the eager one, graphed steps in Lightning that never wait for the GPU, the data kept on the
-device, and real train.py runs using them.
+step (the forward and backward, or the whole step) against the eager one, graphed steps in Lightning that never
+wait for the GPU, the data kept on the device, and real train.py runs using them.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -23,9 +24,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from benchmarks.e2e import WholeStep
+from benchmarks.e2e import make_whole_step
 from mnist_lstm.callbacks import StopOnNonFiniteLoss
-from mnist_lstm.cuda_graph import GraphedTraining
+from mnist_lstm.cuda_graph import GraphedStep, GraphedTraining
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.lstm import RowLSTMClassifier, StackedLSTM
 from mnist_lstm.module import RowLSTMModule
@@ -159,24 +160,81 @@ def test_cuda_graph_with_triton_trains_like_its_eager_step() -> None:
 
 @pytest.mark.parametrize("triton", [False, True])
 def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool) -> None:
-    """benchmarks.e2e.WholeStep (the bare loop's measure of the next lever): the batch's gather, forward, loss,
-    backward and Adam captured in one graph and replayed = the same step run op by op."""
+    """GraphedStep (model.cuda_graph=step): three warm-up steps, then forward, loss, backward and Adam captured in
+    one graph and replayed = the same steps run op by op; the last, smaller batch of an epoch runs op by op."""
     torch.manual_seed(0)
-    images, labels = torch.rand(256, 28, 28, device=CUDA), torch.randint(0, 10, (256,), device=CUDA)
-    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=triton).to(CUDA)
-    eager_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=triton).to(CUDA)
-    eager_net.load_state_dict(graphed_net.state_dict())
-    graphed = WholeStep(graphed_net, images, labels, batch_size=32, capture=True)
-    eager = WholeStep(eager_net, images, labels, batch_size=32, capture=False)
-    for _ in range(3):  # the warm-up that capturing runs first
-        eager(torch.zeros(32, dtype=torch.long, device=CUDA))
+    nets = [RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=triton).to(CUDA) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    graphed_net, eager_net = nets
+    optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3, fused=True, capturable=True) for net in nets]
+    graphed = GraphedStep(make_whole_step(graphed_net, optimizers[0]))
+    eager = make_whole_step(eager_net, optimizers[1])
     initial = graphed_net.classifier.weight.detach().clone()
-    for _ in range(5):
-        index = torch.randperm(256, device=CUDA)[:32]
-        torch.testing.assert_close(graphed(index).clone(), eager(index), rtol=1e-4, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+        for n in [32] * 6 + [20] + [32] * 3:
+            images, labels = torch.rand(n, 28, 28, device=CUDA), torch.randint(0, 10, (n,), device=CUDA)
+            loss, logits = graphed(images, labels)
+            torch.testing.assert_close((loss, logits.clone()), eager(images, labels), rtol=1e-4, atol=1e-5)
+    assert graphed.graph is not None and graphed.shape == (32, 28, 28)
     for p, q in zip(graphed_net.parameters(), eager_net.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     assert not torch.equal(graphed_net.classifier.weight, initial)  # the replays did update the weights
+    assert {int(state["step"]) for state in optimizers[0].state.values()} == {10}  # Adam counted every step
+
+
+def test_the_whole_step_graph_in_lightning_trains_like_lightnings_own_loop(mnist_dir: Path) -> None:
+    """model.cuda_graph=step in a Trainer on the GPU: Lightning's loop around a training_step that replays the
+    whole step (capturable Adam inside) ends where Lightning's own loop ends, with the same steps counted."""
+    trained = {}
+    for cuda_graph in (False, "step"):
+        L.seed_everything(5, verbose=False)
+        module = RowLSTMModule(
+            hidden_size=64, dropout=0.0, cuda_graph=cuda_graph, optimizer=partial(torch.optim.Adam, fused=True)
+        )
+        trainer = L.Trainer(
+            accelerator="gpu",
+            devices=1,
+            max_steps=12,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, MNISTDataModule(data_dir=str(mnist_dir), batch_size=64, download=False))
+        assert trainer.global_step == 12
+        trained[cuda_graph] = module
+    plain, whole = trained.values()
+    graph = whole.graphed_step.graph
+    assert graph is not None and whole.trainer.optimizers[0].defaults["capturable"]
+    torch.testing.assert_close(whole.net.state_dict(), plain.net.state_dict(), rtol=1e-4, atol=1e-5)
+    # A second fit of the same module (its weights moved to the CPU after the first, a new optimiser) captures
+    # a graph of its own, and trains on.
+    before = copy.deepcopy(whole.net.state_dict())
+    again = L.Trainer(
+        accelerator="gpu", devices=1, max_steps=8, limit_val_batches=0, logger=False, enable_checkpointing=False
+    )
+    again.fit(whole, MNISTDataModule(data_dir=str(mnist_dir), batch_size=64, download=False))
+    assert whole.graphed_step.graph not in (None, graph)
+    assert all(not torch.equal(whole.net.state_dict()[k], v) for k, v in before.items())
+
+
+def test_a_run_saved_without_the_whole_step_graph_resumes_with_it(mnist_dir: Path, tmp_path: Path) -> None:
+    """Adam's options come back from the checkpoint (capturable=False there): made capturable on loading, the
+    resumed run captures its whole step and trains on."""
+    data = partial(MNISTDataModule, data_dir=str(mnist_dir), batch_size=64, download=False)
+    trainer = partial(
+        L.Trainer, accelerator="gpu", devices=1, limit_val_batches=0, logger=False, enable_progress_bar=False
+    )
+    first = trainer(max_steps=5, enable_checkpointing=False)
+    first.fit(RowLSTMModule(hidden_size=32, optimizer=partial(torch.optim.Adam, fused=True)), data())
+    first.save_checkpoint(tmp_path / "plain.ckpt")
+    resumed = RowLSTMModule(hidden_size=32, cuda_graph="step", optimizer=partial(torch.optim.Adam, fused=True))
+    second = trainer(max_steps=12, enable_checkpointing=False)
+    second.fit(resumed, data(), ckpt_path=tmp_path / "plain.ckpt")
+    assert second.global_step == 12 and resumed.graphed_step.graph is not None
+    assert {int(state["step"]) for state in second.optimizers[0].state.values()} == {12}
 
 
 def test_dropout_draws_new_masks_at_every_replay() -> None:
@@ -210,7 +268,8 @@ def test_data_is_kept_on_the_gpu_and_batches_are_gathered_there(mnist_dir: Path)
     assert images.is_cuda and torch.equal(images.cpu(), cpu_images) and torch.equal(labels.cpu(), cpu_labels)
 
 
-def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cuda_graph", [True, "step"])
+def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path: Path, cuda_graph: bool | str) -> None:
     """Between the steps Lightning writes metrics at, a CUDA-graphed training step in Lightning never makes the
     CPU wait for the GPU (no .item(), no copy of a result to the host), so the CPU queues the next steps while
     the GPU runs this one: the batches are gathered on the device, the metrics are computed only when written
@@ -226,7 +285,7 @@ def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path
             step = trainer.global_step + 1  # the step about to run
             torch.cuda.set_sync_debug_mode("warn" if 5 <= step <= 25 and step % every else 0)
 
-    module = RowLSTMModule(hidden_size=64, cuda_graph=True, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    module = RowLSTMModule(hidden_size=64, cuda_graph=cuda_graph, optimizer=partial(torch.optim.Adam, fused=True))
     trainer = L.Trainer(
         accelerator="gpu",
         devices=1,
@@ -249,15 +308,18 @@ def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path
             torch.cuda.set_sync_debug_mode(0)
     # (torch also warns, once, that its sync debug mode is a prototype: not a wait)
     waits = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "a synchronizing CUDA" in str(w.message)]
-    assert trainer.global_step == 30 and module.graphed_training.graphed is not None
+    graphed = module.graphed_training.graphed if cuda_graph is True else module.graphed_step.graph
+    assert trainer.global_step == 30 and graphed is not None
     assert {"train/loss", "train/acc"} <= set(trainer.progress_bar_metrics)  # read at every step since step 4
     assert len(waits) == 1 and "test_gpu.py" in waits[0], "\n".join(waits)
 
 
-@pytest.mark.parametrize("triton", [False, True])
-def test_train_script_on_the_gpu_with_a_cuda_graph(mnist_dir: Path, tmp_path: Path, triton: bool) -> None:
+@pytest.mark.parametrize(("cuda_graph", "triton"), [("true", False), ("true", True), ("step", True)])
+def test_train_script_on_the_gpu_with_a_cuda_graph(
+    mnist_dir: Path, tmp_path: Path, cuda_graph: str, triton: bool
+) -> None:
     run_dir = tmp_path / "run"
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), "trainer=gpu", "model.cuda_graph=true"]
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "trainer=gpu", f"model.cuda_graph={cuda_graph}"]
     command += [f"model.triton={str(triton).lower()}"]
     command += ["max_steps=300", "val_every=150", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=os.environ.copy())
