@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import importlib
 import sys
 import warnings
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 import lightning as L
 import pytest
@@ -233,19 +232,26 @@ def test_the_whole_step_refuses_what_lightning_would_do_outside_it(
         quiet_cpu_trainer(max_steps=2, **options).fit(module, MNISTDataModule(str(mnist_dir), download=False))
 
 
-def test_resuming_into_the_whole_step_graph_makes_the_saved_optimiser_capturable() -> None:
-    """A run saved without model.cuda_graph=step and resumed with it on a GPU: the saved optimiser options,
-    which torch's load_state_dict would apply, are made capturable first (else the capture refuses Adam)."""
-    saved = torch.optim.Adam(nn.Linear(2, 2).parameters()).state_dict()
-    module = RowLSTMModule(hidden_size=4, layer_num=1, cuda_graph="step")
-    module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda")))
-    checkpoint = {"optimizer_states": [copy.deepcopy(saved)]}
-    module.on_load_checkpoint(checkpoint)
-    assert [group["capturable"] for group in checkpoint["optimizer_states"][0]["param_groups"]] == [True]
-    module._trainer.strategy.root_device = torch.device("cpu")  # no graph on the CPU: left as saved
-    checkpoint = {"optimizer_states": [copy.deepcopy(saved)]}
-    module.on_load_checkpoint(checkpoint)
-    assert checkpoint["optimizer_states"][0]["param_groups"][0]["capturable"] is False
+def test_resuming_into_the_whole_step_graph_makes_the_saved_optimiser_capturable(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run saved without model.cuda_graph=step and resumed with it on a GPU: torch's load_state_dict would
+    apply the saved capturable=False, which the capture refuses; on_load_checkpoint makes it capturable before
+    Lightning loads it. (Here on the CPU, as if the graph held the optimiser: resumed at its last step, so
+    that Adam, capturable on the CPU, never steps.)"""
+    data = partial(MNISTDataModule, str(mnist_dir), batch_size=16, download=False)
+    first = quiet_cpu_trainer(max_steps=3)
+    first.fit(RowLSTMModule(hidden_size=4, layer_num=1, optimizer=partial(torch.optim.Adam)), data())
+    first.save_checkpoint(tmp_path / "plain.ckpt")
+    assert torch.load(tmp_path / "plain.ckpt")["optimizer_states"][0]["param_groups"][0]["capturable"] is False
+    monkeypatch.setattr(RowLSTMModule, "_graph_holds_the_optimizer", lambda self: True)
+    resumed = RowLSTMModule(hidden_size=4, layer_num=1, cuda_graph="step", optimizer=partial(torch.optim.Adam))
+    second = quiet_cpu_trainer(max_steps=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="model.cuda_graph=step applies to CUDA runs only")
+        second.fit(resumed, data(), ckpt_path=tmp_path / "plain.ckpt")
+    groups = second.optimizers[0].param_groups
+    assert second.global_step == 3 and [group["capturable"] for group in groups] == [True]
 
 
 def test_tanh_is_tanh_in_place_or_not() -> None:
