@@ -21,6 +21,7 @@ from torch import Tensor
 from mnist_lstm.cuda_graph import GraphedStep, GraphedTraining
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.lstm import RowLSTMClassifier
+from mnist_lstm.nvml import skip_the_nvml_check_without_nvml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -188,6 +189,7 @@ def bare_loop_steps_per_second(
     `whole_step`: each step one function (`make_whole_step`); with `cuda_graph`, replayed from one CUDA graph
     (`GraphedStep`), as train.py's model.cuda_graph=step. Otherwise `cuda_graph` graphs the forward and backward,
     as model.cuda_graph=true."""
+    skip_the_nvml_check_without_nvml()  # as train.py does
     data = MNISTDataModule(data_dir=data_dir, download=False)
     data.prepare_data()
     data.setup("fit")

@@ -18,6 +18,7 @@ from mnist_lstm.callbacks import CheckpointOnInterrupt
 from mnist_lstm.checkpoint import load_checkpoint
 from mnist_lstm.config import validate
 from mnist_lstm.errors import UserError
+from mnist_lstm.nvml import skip_the_nvml_check_without_nvml
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def _logger(logger_cfg: DictConfig, resumed_step: int | None) -> Logger:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and test one model as `cfg` says; return the final metrics (val/acc_best, test/acc...)."""
     validate(cfg)
+    skip_the_nvml_check_without_nvml()  # ~0.6 ms of every Adam step on a machine without NVIDIA's driver
     output_dir = Path(cfg.paths.output_dir)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from mnist_lstm import lstm as lstm_module
+from mnist_lstm import nvml
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.errors import UserError
 from mnist_lstm.lstm import FusedLSTMLoop, RowLSTMClassifier, StackedLSTM
@@ -252,6 +254,27 @@ def test_resuming_into_the_whole_step_graph_makes_the_saved_optimiser_capturable
         second.fit(resumed, data(), ckpt_path=tmp_path / "plain.ckpt")
     groups = second.optimizers[0].param_groups
     assert second.global_step == 3 and [group["capturable"] for group in groups] == [True]
+
+
+def test_lightnings_nvml_check_is_unset_only_where_nvml_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1; where NVML's library cannot load, torch would try
+    to load it at every CUDA check (Adam's, every step) and answer as without the setting: it is unset there."""
+    monkeypatch.setenv(nvml.SETTING, "1")
+    answer = torch.cuda.is_available()
+
+    def cannot_load(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(nvml.ctypes, "CDLL", cannot_load)
+        nvml.skip_the_nvml_check_without_nvml()
+    assert nvml.SETTING not in os.environ
+    assert torch.cuda.is_available() == answer  # the same answer without the setting
+    monkeypatch.setenv(nvml.SETTING, "1")
+    with monkeypatch.context() as patched:
+        patched.setattr(nvml.ctypes, "CDLL", lambda name: object())  # a machine with NVIDIA's driver: kept
+        nvml.skip_the_nvml_check_without_nvml()
+    assert os.environ[nvml.SETTING] == "1"
 
 
 def test_tanh_is_tanh_in_place_or_not() -> None:
