@@ -141,8 +141,9 @@ class RowLSTMModule(L.LightningModule):
         return loss.detach(), logits.detach()
 
     # With model.cuda_graph=step, training_step has already run the backward pass and the optimiser's update:
-    # these three hooks, which Lightning's loop calls around it, then leave that work done. (Lightning still
-    # counts the step, calls the other hooks and logs as usual.)
+    # these three hooks, which Lightning's loop calls around it, then leave that work done. Lightning still
+    # counts the step, logs, and calls the other hooks (on_before_backward and on_after_backward after the
+    # fact), except on_before_optimizer_step, which it calls from inside optimizer.step.
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
         if self.graphed_step is None:
             super().optimizer_zero_grad(epoch, batch_idx, optimizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import importlib
 import os
 import sys
@@ -199,20 +200,35 @@ def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir:
     """model.cuda_graph=step: training_step runs the whole step itself (gradients to None, forward, loss,
     backward, Adam), as the function a CUDA graph captures, and Lightning's loop leaves that work done. On the
     CPU the same function runs op by op: the same weights, bit for bit, as Lightning's own loop, dropout on, and
-    Lightning counts the steps and Adam took each once."""
+    Lightning counts the steps and Adam took each once. The hooks around the step run, except
+    on_before_optimizer_step (Lightning calls it from inside optimizer.step)."""
+
+    class CountHooks(L.Callback):
+        def __init__(self) -> None:
+            self.calls = collections.Counter()
+
+        def on_after_backward(self, *_) -> None:
+            self.calls["on_after_backward"] += 1
+
+        def on_before_optimizer_step(self, *_) -> None:
+            self.calls["on_before_optimizer_step"] += 1
+
     trained = {}
     for cuda_graph in (False, "step"):
         L.seed_everything(3, verbose=False)
         module = RowLSTMModule(hidden_size=8, layer_num=2, cuda_graph=cuda_graph, optimizer=partial(torch.optim.Adam))
-        trainer = quiet_cpu_trainer(max_steps=7, log_every_n_steps=3)
+        hooks = CountHooks()
+        trainer = quiet_cpu_trainer(max_steps=7, log_every_n_steps=3, callbacks=[hooks])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="model.cuda_graph=step applies to CUDA runs only")
             trainer.fit(module, MNISTDataModule(str(mnist_dir), batch_size=16, download=False))
         assert trainer.global_step == 7
         steps = {int(state["step"]) for state in trainer.optimizers[0].state.values()}
-        trained[cuda_graph] = (module.net.state_dict(), steps, dict(trainer.logged_metrics))
-    (plain, plain_steps, plain_logged), (whole, whole_steps, whole_logged) = trained.values()
+        trained[cuda_graph] = (module.net.state_dict(), steps, dict(trainer.logged_metrics), hooks.calls)
+    (plain, plain_steps, plain_logged, plain_calls), (whole, whole_steps, whole_logged, whole_calls) = trained.values()
     assert plain_steps == whole_steps == {7}
+    assert plain_calls == {"on_after_backward": 7, "on_before_optimizer_step": 7}
+    assert whole_calls == {"on_after_backward": 7}
     torch.testing.assert_close(whole, plain, rtol=0, atol=0)
     torch.testing.assert_close(whole_logged, plain_logged, rtol=0, atol=0)  # train/loss and train/acc of step 6
     assert {"train/loss", "train/acc"} <= whole_logged.keys()
