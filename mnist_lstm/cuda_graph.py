@@ -72,6 +72,7 @@ class GraphedStep:
         self.warmup = warmup  # warm-up steps still to run before the capture
         self.shape: torch.Size | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.stream: torch.cuda.Stream | None = None  # the side stream of the warm-up and the capture
         self.inputs: tuple[Tensor, Tensor] | None = None  # where each replay reads its batch
         self.outputs: tuple[Tensor, Tensor] | None = None  # where each replay writes its loss and logits
 
@@ -100,11 +101,13 @@ class GraphedStep:
         return loss.clone(), logits
 
     def _on_side_stream(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        # The capture runs on the same stream, so that what the libraries set up per stream on first use (e.g.
+        # cuBLAS' workspace) is set up here, not during the capture (PyTorch's make_graphed_callables does so).
+        self.stream = self.stream or torch.cuda.Stream()
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
             outputs = self.step(images, labels)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(self.stream)
         return outputs
 
     def _capture(self, images: Tensor, labels: Tensor) -> None:
@@ -112,7 +115,7 @@ class GraphedStep:
         _refuse_autocast("step")
         self.inputs = (images.clone(), labels.clone())
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=self.stream):
             self.outputs = self.step(*self.inputs)
 
 
