@@ -108,14 +108,17 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
             raise UserError(refusal)
 
 
-def whole_step_refusal(gradient_clip_val: float | None, accumulate_grad_batches: int, scheduler: bool) -> str | None:
-    """Why a run cannot train with model.cuda_graph=step (the optimiser's update inside the graph), or None."""
+def whole_step_refusal(
+    gradient_clip_val: float | None, accumulate_grad_batches: int | None, scheduler: bool
+) -> str | None:
+    """Why a run cannot train with model.cuda_graph=step (the optimiser's update inside the graph), or None.
+    (A clip value of 0 or None clips nothing; an accumulation of None or 1 accumulates nothing.)"""
     if gradient_clip_val:
         return (
             "model.cuda_graph=step updates the weights inside the CUDA graph, where Lightning cannot clip the "
             "gradients first; use trainer.gradient_clip_val=null or model.cuda_graph=true"
         )
-    if accumulate_grad_batches != 1:
+    if (accumulate_grad_batches or 1) != 1:
         return (
             "model.cuda_graph=step updates the weights at every batch, so it cannot accumulate gradients; "
             "use trainer.accumulate_grad_batches=1 or model.cuda_graph=true"
