@@ -100,7 +100,6 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
         )
     if value == "step":
         refusal = whole_step_refusal(
-            OmegaConf.select(cfg, "trainer.gradient_clip_val"),
             OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1),
             OmegaConf.select(cfg, "model.scheduler") is not None,
         )
@@ -108,16 +107,9 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
             raise UserError(refusal)
 
 
-def whole_step_refusal(
-    gradient_clip_val: float | None, accumulate_grad_batches: int | None, scheduler: bool
-) -> str | None:
+def whole_step_refusal(accumulate_grad_batches: int | None, scheduler: bool) -> str | None:
     """Why a run cannot train with model.cuda_graph=step (the optimiser's update inside the graph), or None.
-    (A clip value of 0 or None clips nothing; an accumulation of None or 1 accumulates nothing.)"""
-    if gradient_clip_val:
-        return (
-            "model.cuda_graph=step updates the weights inside the CUDA graph, where Lightning cannot clip the "
-            "gradients first; use trainer.gradient_clip_val=null or model.cuda_graph=true"
-        )
+    (An accumulation of None or 1 accumulates nothing.)"""
     if (accumulate_grad_batches or 1) != 1:
         return (
             "model.cuda_graph=step updates the weights at every batch, so it cannot accumulate gradients; "

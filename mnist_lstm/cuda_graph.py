@@ -8,8 +8,9 @@ launches once and replays them with a single call. Two ways:
   (torch.cuda.make_graphed_callables). The loss, the optimiser step and the metrics stay outside, so
   Lightning, gradient clipping and learning-rate schedules work unchanged.
 - `GraphedStep` (model.cuda_graph=step) graphs the whole step: forward, loss, backward and the optimiser's
-  update. The CPU then launches one graph per step and runs no autograd or optimiser code, at the price of
-  what a replay cannot change: no gradient clipping or accumulation by Lightning, no learning-rate schedule.
+  update (with gradient clipping, if asked). The CPU then launches one graph per step and runs no autograd or
+  optimiser code, at the price of what a replay cannot change: no gradient accumulation, no learning-rate
+  schedule.
 
 A graph replays fixed shapes: it serves the batches of the shape it was captured with (every full training
 batch); the last, smaller batch of an epoch, validation and test run as usual.

@@ -91,9 +91,7 @@ class RowLSTMModule(L.LightningModule):
                 "processes; use model.cuda_graph=false with several devices"
             )
         if self.graphed_step is not None:  # (on the CPU too: the step is written out there, as on a GPU)
-            refusal = whole_step_refusal(
-                trainer.gradient_clip_val, trainer.accumulate_grad_batches, self.scheduler_factory is not None
-            )
+            refusal = whole_step_refusal(trainer.accumulate_grad_batches, self.scheduler_factory is not None)
             if refusal:
                 raise UserError(refusal)
         # A CUDA graph replays the addresses of the weights (and optimiser state) it was captured with, and after
@@ -131,12 +129,16 @@ class RowLSTMModule(L.LightningModule):
 
     def _whole_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """One training step written out, as one function a CUDA graph can capture (model.cuda_graph=step): what
-        Lightning's loop does around training_step (gradients to None, backward, the optimiser's update), in
-        the same order, so that it trains exactly as the loop does. Returns the loss and the logits."""
-        optimizer = self.trainer.optimizers[0]
+        Lightning's loop does around training_step (gradients to None, backward, `trainer.gradient_clip_val`'s
+        clipping, the optimiser's update), in the same order, so that it trains exactly as the loop does.
+        Returns the loss and the logits."""
+        trainer = self.trainer
+        optimizer = trainer.optimizers[0]
         optimizer.zero_grad(set_to_none=True)
         loss, logits, _ = self._step((images, labels))
         loss.backward()
+        # (Clipping by norm or value is device work only: no wait for the GPU, so the graph holds it too.)
+        self.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
         optimizer.step()
         return loss.detach(), logits.detach()
 

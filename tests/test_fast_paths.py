@@ -196,12 +196,13 @@ def test_gpu_options_on_the_cpu_train_with_a_warning_each(mnist_dir: Path) -> No
     assert trainer.global_step == 2
 
 
-def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir: Path) -> None:
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir: Path, clip: float | None) -> None:
     """model.cuda_graph=step: training_step runs the whole step itself (gradients to None, forward, loss,
-    backward, Adam), as the function a CUDA graph captures, and Lightning's loop leaves that work done. On the
-    CPU the same function runs op by op: the same weights, bit for bit, as Lightning's own loop, dropout on, and
-    Lightning counts the steps and Adam took each once. The hooks around the step run, except
-    on_before_optimizer_step (Lightning calls it from inside optimizer.step)."""
+    backward, `trainer.gradient_clip_val`'s clipping, Adam), as the function a CUDA graph captures, and
+    Lightning's loop leaves that work done. On the CPU the same function runs op by op: the same weights, bit for
+    bit, as Lightning's own loop, dropout on, and Lightning counts the steps and Adam took each once. The hooks
+    around the step run, except on_before_optimizer_step (Lightning calls it from inside optimizer.step)."""
 
     class CountHooks(L.Callback):
         def __init__(self) -> None:
@@ -218,7 +219,7 @@ def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir:
         L.seed_everything(3, verbose=False)
         module = RowLSTMModule(hidden_size=8, layer_num=2, cuda_graph=cuda_graph, optimizer=partial(torch.optim.Adam))
         hooks = CountHooks()
-        trainer = quiet_cpu_trainer(max_steps=7, log_every_n_steps=3, callbacks=[hooks])
+        trainer = quiet_cpu_trainer(max_steps=7, log_every_n_steps=3, callbacks=[hooks], gradient_clip_val=clip)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="model.cuda_graph=step applies to CUDA runs only")
             trainer.fit(module, MNISTDataModule(str(mnist_dir), batch_size=16, download=False))
@@ -237,14 +238,15 @@ def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"gradient_clip_val": 1.0}, "where Lightning cannot clip the gradients first"),
         ({"accumulate_grad_batches": 2}, "cannot accumulate gradients"),
+        ({"scheduler": partial(torch.optim.lr_scheduler.StepLR, step_size=1)}, "replays the learning rate"),
     ],
 )
-def test_the_whole_step_refuses_what_lightning_would_do_outside_it(
-    mnist_dir: Path, options: dict, message: str
-) -> None:
-    module = RowLSTMModule(hidden_size=8, layer_num=1, cuda_graph="step", optimizer=partial(torch.optim.Adam))
+def test_the_whole_step_refuses_what_a_replay_cannot_change(mnist_dir: Path, options: dict, message: str) -> None:
+    scheduler = options.pop("scheduler", None)
+    module = RowLSTMModule(
+        hidden_size=8, layer_num=1, cuda_graph="step", optimizer=partial(torch.optim.Adam), scheduler=scheduler
+    )
     with pytest.raises(UserError, match=message), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quiet_cpu_trainer(max_steps=2, **options).fit(module, MNISTDataModule(str(mnist_dir), download=False))

@@ -183,9 +183,11 @@ def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool) -
     assert {int(state["step"]) for state in optimizers[0].state.values()} == {10}  # Adam counted every step
 
 
-def test_the_whole_step_graph_in_lightning_trains_like_lightnings_own_loop(mnist_dir: Path) -> None:
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_the_whole_step_graph_in_lightning_trains_like_lightnings_own_loop(mnist_dir: Path, clip: float | None) -> None:
     """model.cuda_graph=step in a Trainer on the GPU: Lightning's loop around a training_step that replays the
-    whole step (capturable Adam inside) ends where Lightning's own loop ends, with the same steps counted."""
+    whole step (capturable Adam inside, and the gradients' clipping) ends where Lightning's own loop ends, with
+    the same steps counted."""
     trained = {}
     for cuda_graph in (False, "step"):
         L.seed_everything(5, verbose=False)
@@ -197,6 +199,7 @@ def test_the_whole_step_graph_in_lightning_trains_like_lightnings_own_loop(mnist
             devices=1,
             max_steps=12,
             limit_val_batches=0,
+            gradient_clip_val=clip,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
