@@ -18,8 +18,9 @@ batch); the last, smaller batch of an epoch, validation and test run as usual.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -84,13 +85,12 @@ class GraphedStep:
             return self.step(images, labels)
         if self.shape is None:
             self.shape = images.shape
-        with warnings.catch_warnings():
-            # torch.optim warns once that a capturable optimiser steps outside a graph: these steps do, on purpose.
-            warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
-            if images.shape != self.shape:
+        if images.shape != self.shape:
+            with _stepping_outside_the_graph():
                 return self.step(images, labels)
-            if self.graph is None and self.warmup > 0:
-                self.warmup -= 1
+        if self.graph is None and self.warmup > 0:
+            self.warmup -= 1
+            with _stepping_outside_the_graph():
                 return self._on_side_stream(images, labels)
         if self.graph is None:
             self._capture(images, labels)
@@ -118,6 +118,15 @@ class GraphedStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=self.stream):
             self.outputs = self.step(*self.inputs)
+
+
+@contextlib.contextmanager
+def _stepping_outside_the_graph() -> Iterator[None]:
+    """torch.optim warns once that a capturable optimiser steps outside a graph: these steps do, on purpose.
+    (Only around those steps: a replay, every step, enters no context.)"""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+        yield
 
 
 def _refuse_autocast(value: str) -> None:
