@@ -13,7 +13,8 @@ launches once and replays them with a single call. Two ways:
   schedule.
 
 A graph replays fixed shapes: it serves the batches of the shape it was captured with (every full training
-batch); the last, smaller batch of an epoch, validation and test run as usual.
+batch); the last, smaller batch of an epoch, validation and test run as usual. Both capture the largest batch
+they have seen: a run resumed just before an epoch's last batch sees that smaller one first.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class _Forward(nn.Module):
 
 
 class GraphedTraining:
-    """`net` in training mode, replayed from a CUDA graph for batches shaped like the first one it sees."""
+    """`net` in training mode, replayed from a CUDA graph for batches shaped like the largest one it has seen
+    (captured again if a larger batch comes later)."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
@@ -49,7 +51,7 @@ class GraphedTraining:
     def __call__(self, images: Tensor) -> Tensor:
         if not (self.net.training and images.is_cuda and torch.is_grad_enabled()):
             return self.net(images)
-        if self.graphed is None:
+        if self.graphed is None or len(images) > self.shape[0]:
             _refuse_autocast("true")
             self.shape = images.shape
             # Captured on a copy: the graph's input lives at a fixed address that each replay copies into.
@@ -58,19 +60,22 @@ class GraphedTraining:
 
 
 class GraphedStep:
-    """A whole training step, replayed from one CUDA graph for batches shaped like the first one it sees.
+    """A whole training step, replayed from one CUDA graph for batches shaped like the largest one it has seen
+    before the capture.
 
     `step(images, labels) -> (loss, logits)` is the step written out op by op: it sets the gradients to None,
     then runs the forward, the loss, the backward pass and the optimiser's update. On a GPU the first `warmup`
-    batches run it as it is, on a side stream, as torch.cuda.graph asks (they create Adam's state and cuBLAS'
-    workspace, and compile Triton's kernels); the next one captures it. From then on a batch is two copies into
-    the graph's inputs and one replay. The gradients are None when it is captured, so they are allocated in
-    the graph and each replay writes them afresh. Batches of another shape, and steps on the CPU, run `step`
-    op by op.
+    batches of that shape run it as it is, on a side stream, as torch.cuda.graph asks (they create Adam's state
+    and cuBLAS' workspace, and compile Triton's kernels); the next one captures it. A larger batch before the
+    capture starts the warm-up again with its shape (Triton compiles its kernels anew for other sizes). From
+    then on a batch is two copies into the graph's inputs and one replay. The gradients are None when it is
+    captured, so they are allocated in the graph and each replay writes them afresh. Batches of another shape,
+    and steps on the CPU, run `step` op by op.
     """
 
     def __init__(self, step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], warmup: int = 3) -> None:
         self.step = step
+        self.warmup_steps = warmup
         self.warmup = warmup  # warm-up steps still to run before the capture
         self.shape: torch.Size | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -83,8 +88,8 @@ class GraphedStep:
         tensor: read it before the next call)."""
         if not images.is_cuda:
             return self.step(images, labels)
-        if self.shape is None:
-            self.shape = images.shape
+        if self.graph is None and (self.shape is None or len(images) > self.shape[0]):
+            self.shape, self.warmup = images.shape, self.warmup_steps
         if images.shape != self.shape:
             with _stepping_outside_the_graph():
                 return self.step(images, labels)

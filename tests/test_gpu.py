@@ -101,13 +101,18 @@ def test_tanh_on_cuda_is_torch_tanh() -> None:
     assert torch.equal(tanh(x, out=torch.empty_like(x)), torch.tanh(x))
 
 
-def test_cuda_graph_trains_exactly_like_the_eager_step() -> None:
+# Full batches replay the graph; the last, smaller one of an epoch runs eagerly. A run resumed just before an
+# epoch's last batch sees that one first: the graph is then captured again for the full batches.
+EPOCHS = [32, 32, 32, 32, 20, 32]
+RESUMED_AT_THE_LAST_BATCH = [20, 32, 32, 32, 20, 32]
+
+
+@pytest.mark.parametrize("sizes", [EPOCHS, RESUMED_AT_THE_LAST_BATCH])
+def test_cuda_graph_trains_exactly_like_the_eager_step(sizes: list[int]) -> None:
     torch.manual_seed(0)
     eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).to(CUDA)
     graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).to(CUDA)
     graphed_net.load_state_dict(eager.state_dict())
-    # Full batches replay the graph; the last, smaller one (as at an epoch's end) runs eagerly.
-    sizes = [32, 32, 32, 32, 20, 32]
     batches = [(torch.rand(n, 28, 28, device=CUDA), torch.randint(0, 10, (n,), device=CUDA)) for n in sizes]
     graphed = GraphedTraining(graphed_net)
     initial = graphed_net.classifier.weight.detach().clone()
@@ -158,10 +163,14 @@ def test_cuda_graph_with_triton_trains_like_its_eager_step() -> None:
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("triton", [False, True])
-def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool) -> None:
+@pytest.mark.parametrize(
+    ("triton", "sizes"),
+    [(False, [32] * 6 + [20] + [32] * 3), (True, [32] * 6 + [20] + [32] * 3), (False, [20] + [32] * 5 + [20, 32])],
+)
+def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool, sizes: list[int]) -> None:
     """GraphedStep (model.cuda_graph=step): three warm-up steps, then forward, loss, backward and Adam captured in
-    one graph and replayed = the same steps run op by op; the last, smaller batch of an epoch runs op by op."""
+    one graph and replayed = the same steps run op by op; the last, smaller batch of an epoch runs op by op, also
+    when it comes first (a run resumed just before it): the warm-up then starts again with the full batches."""
     torch.manual_seed(0)
     nets = [RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=triton).to(CUDA) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
@@ -172,15 +181,16 @@ def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool) -
     initial = graphed_net.classifier.weight.detach().clone()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
-        for n in [32] * 6 + [20] + [32] * 3:
+        for n in sizes:
             images, labels = torch.rand(n, 28, 28, device=CUDA), torch.randint(0, 10, (n,), device=CUDA)
             loss, logits = graphed(images, labels)
             torch.testing.assert_close((loss, logits.clone()), eager(images, labels), rtol=1e-4, atol=1e-5)
     assert graphed.graph is not None and graphed.shape == (32, 28, 28)
+    assert graphed.inputs[0].shape == (32, 28, 28)  # captured with the full batch
     for p, q in zip(graphed_net.parameters(), eager_net.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     assert not torch.equal(graphed_net.classifier.weight, initial)  # the replays did update the weights
-    assert {int(state["step"]) for state in optimizers[0].state.values()} == {10}  # Adam counted every step
+    assert {int(state["step"]) for state in optimizers[0].state.values()} == {len(sizes)}  # Adam counted every step
 
 
 @pytest.mark.parametrize("clip", [None, 0.05])
