@@ -121,7 +121,8 @@ class StopOnNonFiniteLoss(L.Callback):
     sees it, and says which step it was.
 
     On the CPU the loss is checked before its backward pass: the weights stay as they were after the last good
-    step. (Lightning's EarlyStopping(check_finite=True) only looks at validation time, after the damage.)
+    step (with model.cuda_graph=step, whose training_step has already updated them, only the checkpoints do).
+    (Lightning's EarlyStopping(check_finite=True) only looks at validation time, after the damage.)
 
     On a GPU (`deferred`, by default there) reading the loss makes the CPU wait for the GPU at every step, which
     leaves a CUDA-graphed step waiting on Lightning's CPU work and the reverse. There each step's loss is kept on
