@@ -200,7 +200,7 @@ def bare_loop_steps_per_second(
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused_adam else None, capturable=capturable)
     if whole_step:
         whole = make_whole_step(model, optimizer)
-        whole = GraphedStep(whole) if cuda_graph else whole
+        whole = GraphedStep(whole, model.parameters()) if cuda_graph else whole
     else:
         whole, net = None, GraphedTraining(model) if cuda_graph else model
     order = torch.randperm(len(images), device=device)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -69,12 +69,17 @@ class GraphedStep:
     and cuBLAS' workspace, and compile Triton's kernels); the next one captures it. A larger batch before the
     capture starts the warm-up again with its shape (Triton compiles its kernels anew for other sizes). From
     then on a batch is two copies into the graph's inputs and one replay. The gradients are None when it is
-    captured, so they are allocated in the graph and each replay writes them afresh. Batches of another shape,
-    and steps on the CPU, run `step` op by op.
+    captured, so they are allocated in the graph and each replay writes them afresh. A batch of another shape
+    runs `step` op by op (as every step on the CPU does), into gradients of its own: those of `parameters` are
+    then copied to the graph's, and `param.grad` points there again, so that it always holds the last step's
+    gradients (for the hooks that read them).
     """
 
-    def __init__(self, step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], warmup: int = 3) -> None:
+    def __init__(
+        self, step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], parameters: Iterable[Tensor], warmup: int = 3
+    ) -> None:
         self.step = step
+        self.parameters = list(parameters)
         self.warmup_steps = warmup
         self.warmup = warmup  # warm-up steps still to run before the capture
         self.shape: torch.Size | None = None
@@ -82,6 +87,7 @@ class GraphedStep:
         self.stream: torch.cuda.Stream | None = None  # the side stream of the warm-up and the capture
         self.inputs: tuple[Tensor, Tensor] | None = None  # where each replay reads its batch
         self.outputs: tuple[Tensor, Tensor] | None = None  # where each replay writes its loss and logits
+        self.grads: list[tuple[Tensor, Tensor]] = []  # (parameter, where each replay writes its gradient)
 
     def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Train on the batch; its loss (a tensor of its own) and its logits (on a replay, the graph's own
@@ -92,7 +98,9 @@ class GraphedStep:
             self.shape, self.warmup = images.shape, self.warmup_steps
         if images.shape != self.shape:
             with _stepping_outside_the_graph():
-                return self.step(images, labels)
+                outputs = self.step(images, labels)
+            self._gradients_back_into_the_graph()
+            return outputs
         if self.graph is None and self.warmup > 0:
             self.warmup -= 1
             with _stepping_outside_the_graph():
@@ -123,6 +131,15 @@ class GraphedStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=self.stream):
             self.outputs = self.step(*self.inputs)
+        self.grads = [(p, p.grad) for p in self.parameters if p.grad is not None]
+
+    def _gradients_back_into_the_graph(self) -> None:
+        """After a step outside the graph, which allocated gradients of its own: they are copied to where the
+        replays write theirs, and `param.grad` points there again."""
+        for param, grad in self.grads:
+            if param.grad is not None:
+                grad.copy_(param.grad)
+            param.grad = grad
 
 
 @contextlib.contextmanager

@@ -62,7 +62,7 @@ class RowLSTMModule(L.LightningModule):
         # (cuda_graph=True), or of the whole step (cuda_graph="step": training_step then updates the weights itself).
         # (Plain objects, not submodules: the checkpoint's keys stay those of self.net.)
         self.graphed_training = GraphedTraining(self.net) if cuda_graph is True else None
-        self.graphed_step = GraphedStep(self._whole_step) if cuda_graph == "step" else None
+        self.graphed_step = GraphedStep(self._whole_step, self.parameters()) if cuda_graph == "step" else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         # validate_args=False: predictions come from argmax and labels from MNIST, always in range, and the
@@ -100,7 +100,7 @@ class RowLSTMModule(L.LightningModule):
         if self.graphed_training is not None:
             self.graphed_training = GraphedTraining(self.net)
         if self.graphed_step is not None:
-            self.graphed_step = GraphedStep(self._whole_step)
+            self.graphed_step = GraphedStep(self._whole_step, self.parameters())
 
     def _step(
         self, batch: tuple[Tensor, Tensor], net: Callable[[Tensor], Tensor] | None = None

@@ -176,7 +176,7 @@ def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool, s
     nets[1].load_state_dict(nets[0].state_dict())
     graphed_net, eager_net = nets
     optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3, fused=True, capturable=True) for net in nets]
-    graphed = GraphedStep(make_whole_step(graphed_net, optimizers[0]))
+    graphed = GraphedStep(make_whole_step(graphed_net, optimizers[0]), graphed_net.parameters())
     eager = make_whole_step(eager_net, optimizers[1])
     initial = graphed_net.classifier.weight.detach().clone()
     with warnings.catch_warnings():
@@ -189,6 +189,8 @@ def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool, s
     assert graphed.inputs[0].shape == (32, 28, 28)  # captured with the full batch
     for p, q in zip(graphed_net.parameters(), eager_net.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        # param.grad holds the last replay's gradients, not those of the step run op by op before it
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5)
     assert not torch.equal(graphed_net.classifier.weight, initial)  # the replays did update the weights
     assert {int(state["step"]) for state in optimizers[0].state.values()} == {len(sizes)}  # Adam counted every step
 
