@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -79,9 +79,12 @@ class StepTimer(L.Callback):
         Path(self.path).write_text(json.dumps(timeline))
 
 
-def steps_per_second(ends: list[float], warmup: int) -> float:
-    """Steps per second between the end of step `warmup` and the end of the last step."""
-    return (len(ends) - 1 - warmup) / (ends[-1] - ends[warmup])
+def steps_per_second(ends: list[float], warmup: int, pauses: Sequence[Sequence[float]] = ()) -> float:
+    """Steps per second between the end of step `warmup` and the end of the last step, the time of `pauses`
+    ([start, end] of each, e.g. the validations that ran between steps) left out."""
+    first, last = ends[warmup], ends[-1]
+    paused = sum(max(0.0, min(end, last) - max(start, first)) for start, end in pauses)
+    return (len(ends) - 1 - warmup) / (last - first - paused)
 
 
 def phases(start: float, end: float, timeline: dict) -> dict[str, float]:
@@ -119,9 +122,9 @@ def phases(start: float, end: float, timeline: dict) -> dict[str, float]:
     return seconds
 
 
-def run_train_script(steps: int, data_dir: str, device: str, *overrides: str) -> tuple[dict[str, float], list[float]]:
-    """Run scripts/train.py as a user does; return where its wall time went (`phases`) and the time at the end
-    of each step."""
+def run_train_script(steps: int, data_dir: str, device: str, *overrides: str) -> tuple[dict[str, float], dict]:
+    """Run scripts/train.py as a user does; return where its wall time went (`phases`) and its StepTimer
+    timeline (the time at the end of each step: "ends"; the validations' [start, end]: "validations")."""
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "steps.json"
         command = [
@@ -143,13 +146,13 @@ def run_train_script(steps: int, data_dir: str, device: str, *overrides: str) ->
         if result.returncode != 0:
             raise RuntimeError(f"train.py failed:\n{result.stderr[-3000:]}")
         timeline = json.loads(times.read_text())
-        return phases(start, end, timeline), timeline["ends"]
+        return phases(start, end, timeline), timeline
 
 
 def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device: str, *overrides: str) -> float:
     """Steps per second of scripts/train.py over `steps` steps (validation only at the end, no test)."""
-    _, ends = run_train_script(steps, data_dir, device, f"val_every={steps}", "test=false", *overrides)
-    return steps_per_second(ends, warmup)
+    _, timeline = run_train_script(steps, data_dir, device, f"val_every={steps}", "test=false", *overrides)
+    return steps_per_second(timeline["ends"], warmup)
 
 
 def make_whole_step(
@@ -271,12 +274,14 @@ def recipe(
                 out.write_text(json.dumps(rows, indent=2))
             numbered = {"round": r + 1} if rounds > 1 else {}
             try:
-                seconds, ends = run_train_script(2000, data_dir, device, *overrides)
+                seconds, timeline = run_train_script(2000, data_dir, device, *overrides)
             except RuntimeError as err:
                 rows.append({"run": name, **numbered, "error": str(err)[-1500:]})
                 print(f"recipe {name}: failed\n{err}", flush=True)
                 continue
-            rows.append({"run": name, **numbered, **seconds, "steps_per_s": steps_per_second(ends, 10)})
+            # (The validations every 500 steps left out: the bare loop's rate has none.)
+            rate = steps_per_second(timeline["ends"], 10, timeline["validations"])
+            rows.append({"run": name, **numbered, **seconds, "steps_per_s": rate})
             numbers = ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items() if isinstance(v, float))
             print(f"recipe {name}{f' (round {r + 1})' if numbered else ''}: {numbers}", flush=True)
     if out is not None:
@@ -358,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.profile:
         profiler = "+trainer.profiler"
-        seconds, ends = run_train_script(
+        seconds, _ = run_train_script(
             2000,
             args.data_dir,
             device,

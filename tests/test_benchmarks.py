@@ -39,6 +39,9 @@ def test_ratio_is_the_median_of_per_round_ratios() -> None:
 def test_steps_per_second_leaves_out_the_warmup() -> None:
     ends = [0.0, 5.0, 5.5, 6.0, 6.5]  # a slow first step, then 0.5 s per step
     assert steps_per_second(ends, warmup=1) == pytest.approx(2.0)
+    # A validation of 1 s between two steps is left out; one before the window only in its part inside it.
+    assert steps_per_second([0.0, 5.0, 6.5, 7.0, 7.5], warmup=1, pauses=[[5.2, 6.2]]) == pytest.approx(2.0)
+    assert steps_per_second([0.0, 5.0, 5.5, 6.0, 6.5], warmup=1, pauses=[[4.0, 5.5], [9.0, 10.0]]) == pytest.approx(3.0)
 
 
 def test_training_flops_count_the_gate_matmuls() -> None:
