@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -126,17 +123,24 @@ def main(argv: list[str] | None = None) -> None:
             whole_step=whole_step,
         )
     for name, cuda_graph in (("train_py", "true"), ("train_py_step", "step")):
-        with tempfile.TemporaryDirectory() as tmp:
-            command = [sys.executable, str(e2e.REPO / "scripts" / "train.py"), f"model.cuda_graph={cuda_graph}"]
-            command += [*triton, f"max_steps={steps}", f"val_every={steps}", "test=false"]
-            command += [f"data.data_dir={args.data_dir}", f"hydra.run.dir={tmp}/run"]
-            command += ["+callbacks.trace._target_=benchmarks.trace.TraceSteps", f"+callbacks.trace.name={name}"]
-            command += [f"+callbacks.trace.out={args.out.resolve()}", f"+callbacks.trace.start={args.start}"]
-            command += [f"+callbacks.trace.steps={args.steps}"]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(e2e.REPO), os.environ.get("PYTHONPATH", "")])}
-            result = subprocess.run(command, cwd=e2e.REPO, env=env, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise SystemExit(f"train.py model.cuda_graph={cuda_graph} failed:\n{result.stderr[-3000:]}")
+        trace = "+callbacks.trace"
+        try:
+            e2e.run_train_script(
+                steps,
+                args.data_dir,
+                device,
+                f"model.cuda_graph={cuda_graph}",
+                *triton,
+                f"val_every={steps}",
+                "test=false",
+                f"{trace}._target_=benchmarks.trace.TraceSteps",
+                f"{trace}.name={name}",
+                f"{trace}.out={args.out.resolve()}",
+                f"{trace}.start={args.start}",
+                f"{trace}.steps={args.steps}",
+            )
+        except RuntimeError as err:
+            raise SystemExit(f"model.cuda_graph={cuda_graph}: {err}") from err
     print((args.out / "trace.txt").read_text())
 
 

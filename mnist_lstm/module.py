@@ -58,11 +58,7 @@ class RowLSTMModule(L.LightningModule):
             # In place (nn.Module.compile), the LSTM only: the state-dict keys stay free of torch.compile's
             # `_orig_mod.` prefix, so a compiled run's checkpoint loads into an uncompiled model.
             self.net.lstm.compile()
-        # Training batches on a GPU replay one CUDA graph (mnist_lstm/cuda_graph.py): of the forward and backward
-        # (cuda_graph=True), or of the whole step (cuda_graph="step": training_step then updates the weights itself).
-        # (Plain objects, not submodules: the checkpoint's keys stay those of self.net.)
-        self.graphed_training = GraphedTraining(self.net) if cuda_graph is True else None
-        self.graphed_step = GraphedStep(self._whole_step, self.parameters()) if cuda_graph == "step" else None
+        self._new_graphs()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         # validate_args=False: predictions come from argmax and labels from MNIST, always in range, and the
@@ -97,10 +93,15 @@ class RowLSTMModule(L.LightningModule):
         # A CUDA graph replays the addresses of the weights (and optimiser state) it was captured with, and after
         # a fit Lightning moves the weights to the CPU (and each fit builds its optimiser anew): each fit captures
         # its own graph.
-        if self.graphed_training is not None:
-            self.graphed_training = GraphedTraining(self.net)
-        if self.graphed_step is not None:
-            self.graphed_step = GraphedStep(self._whole_step, self.parameters())
+        self._new_graphs()
+
+    def _new_graphs(self) -> None:
+        """Training batches on a GPU replay one CUDA graph (mnist_lstm/cuda_graph.py), not captured yet: of the
+        forward and backward (cuda_graph=True), or of the whole step (cuda_graph="step": training_step then updates
+        the weights itself). (Plain objects, not submodules: the checkpoint's keys stay those of self.net.)"""
+        cuda_graph = self.hparams.cuda_graph
+        self.graphed_training = GraphedTraining(self.net) if cuda_graph is True else None
+        self.graphed_step = GraphedStep(self._whole_step, self.parameters()) if cuda_graph == "step" else None
 
     def _step(
         self, batch: tuple[Tensor, Tensor], net: Callable[[Tensor], Tensor] | None = None
