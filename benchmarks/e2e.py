@@ -231,6 +231,14 @@ def bare_loop_steps_per_second(
 RECIPE_RUNS = {  # name -> train.py overrides; the tutorial recipe (2,000 steps, validation every 500, test)
     "train.py model.cuda_graph=step model.triton=true": ["model.cuda_graph=step", "model.triton=true"],
     "train.py model.cuda_graph=true model.triton=true": ["model.cuda_graph=true", "model.triton=true"],
+    # The whole step in a graph, with the training metrics written every 50 steps (Lightning's default), not every 10:
+    # on a step the logger writes, reading them makes the CPU wait for the GPU, which then idles while Lightning
+    # logs and starts the next step (the bare loop, which reads its loss every 10 steps, starts it at once).
+    "train.py model.cuda_graph=step model.triton=true trainer.log_every_n_steps=50": [
+        "model.cuda_graph=step",
+        "model.triton=true",
+        "trainer.log_every_n_steps=50",
+    ],
     "train.py model.cuda_graph=true": ["model.cuda_graph=true"],
     # What StopOnNonFiniteLoss costs: on the GPU it reads the losses every 10 steps (where Lightning waits anyway).
     "train.py model.cuda_graph=true ~callbacks.stop_on_non_finite_loss": [

@@ -15,9 +15,10 @@
 #   trace    torch.profiler over 20 CUDA-graphed steps (with model.triton) in the bare loop and in train.py, each
 #            with the forward and backward graphed and with the whole step in one graph (model.cuda_graph=step;
 #            the bare loop's: the GPU time a step cannot go below) -> <out_dir>/trace.txt, trace-*.json.gz (~2 min)
-#   recipe   the 2,000-step recipe's first two runs (model.cuda_graph=step and =true, with model.triton) alone,
-#            split into their phases, after the bare loop's (the forward and backward graphed, with and without
-#            Triton, and the whole step in one graph); twice, ABBA -> <out_dir>/recipe.json (~2 minutes)
+#   recipe   the 2,000-step recipe's first three runs (model.cuda_graph=step and =true, with model.triton; and step
+#            with the metrics logged every 50 steps, not 10) alone, split into their phases, after the bare loop's
+#            (the forward and backward graphed, with and without Triton, and the whole step in one graph); twice,
+#            ABC CBA -> <out_dir>/recipe.json (~2.5 minutes)
 #   profile  the same after one run under Lightning's SimpleProfiler -> <out_dir>/{fit,test}-profile.txt
 #   adam     the bare loop's 2,000 steps (CUDA graph, Triton) with Adam fused (train.py's) and Adam's default
 #            (for-each), interleaved, 2 rounds -> <out_dir>/adam.json (about half a minute)
@@ -74,7 +75,7 @@ print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', h
     trace)
       timeout 200 "$py" -m benchmarks.trace --data-dir "$data_dir" --out "$out" --triton ;;
     recipe)
-      timeout 240 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --runs 2 --rounds 2 ;;
+      timeout 300 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --runs 3 --rounds 2 ;;
     profile)
       timeout 240 "$py" -m benchmarks.e2e --data-dir "$data_dir" --out "$out/recipe$tag.json" --profile "$out" \
         --runs 2 ;;

@@ -32,6 +32,17 @@ def _wait_for_the_gpu() -> None:
         torch.cuda.synchronize()
 
 
+def busy_and_idle(intervals: list[tuple[float, float]]) -> tuple[float, list[float]]:
+    """The time covered by the union of (start, end) intervals sorted by start, and the gaps between them."""
+    busy, until, idle = 0.0, float("-inf"), []
+    for start, end in intervals:
+        if start > until > float("-inf"):
+            idle.append(start - until)
+        busy += max(0.0, end - max(start, until))
+        until = max(until, end)
+    return busy, idle
+
+
 class Window:
     """Profiles steps start..start+steps (called with each step's number before the step runs)."""
 
@@ -59,15 +70,18 @@ class Window:
             for e in prof.events()
             if e.device_type == torch.autograd.DeviceType.CUDA
         )
-        busy, until = 0.0, float("-inf")
-        for start, end in kernels:  # the union of the kernels' intervals (µs)
-            busy += max(0.0, end - max(start, until))
-            until = max(until, end)
+        busy, idle_us = busy_and_idle(kernels)  # (µs)
+        idle = [gap / 1e3 for gap in idle_us]  # ms
+        # Where the CPU sets the pace the idle time is spread over every step; where the GPU does, it is a few gaps:
+        # after each wait for the GPU (every 10th step, when the logged metrics are copied to the CPU).
+        long = sorted((gap for gap in idle if gap >= 0.1), reverse=True)
         lines = [
             f"== {self.name}: {self.steps} steps from step {self.start}: {1e3 * wall / self.steps:.2f} ms per step; "
             f"{len(kernels) / self.steps:.0f} GPU kernels per step, the GPU busy {busy / 1e3 / self.steps:.2f} ms "
             "per step "
-            f"({100 * busy / 1e6 / wall:.0f}% of the wall time)",
+            f"({100 * busy / 1e6 / wall:.0f}% of the wall time); idle between kernels {sum(idle):.2f} ms in all, "
+            f"{len(long)} gaps of 0.1 ms or more ({sum(long):.2f} ms; the longest "
+            f"{', '.join(f'{gap:.2f}' for gap in long[:5]) or 'none'} ms)",
             prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=70),
         ]
         with open(self.out / "trace.txt", "a") as file:

@@ -20,6 +20,7 @@ from benchmarks.clean_env import make as make_clean_env
 from benchmarks.e2e import steps_per_second
 from benchmarks.run import training_flops
 from benchmarks.timing import summary
+from benchmarks.trace import busy_and_idle
 from mnist_lstm.lstm import RowLSTMClassifier
 from tests.conftest import REPO
 
@@ -126,6 +127,14 @@ def test_trace_profiles_a_window_of_steps_in_train_py_and_the_bare_loop(mnist_di
     for name in names:
         trace = json.loads(gzip.decompress((tmp_path / f"trace-{name}.json.gz").read_bytes()))
         assert any(event.get("name") == "aten::addmm" for event in trace["traceEvents"])
+
+
+def test_trace_counts_the_gpus_busy_time_once_and_the_gaps_between_kernels() -> None:
+    """Overlapping kernels count once; the idle time is the gaps between the union's intervals."""
+    kernels = [(0.0, 2.0), (1.0, 3.0), (3.0, 4.0), (6.5, 7.0), (6.6, 6.8), (10.0, 10.5)]
+    busy, idle = busy_and_idle(kernels)
+    assert busy == pytest.approx(4.0 + 0.5 + 0.5) and idle == pytest.approx([2.5, 3.0])
+    assert busy_and_idle([]) == (0.0, [])
 
 
 def test_clean_environment_holds_the_dependencies_and_nothing_else(tmp_path: Path) -> None:
