@@ -78,8 +78,8 @@ class Window:
         lines = [
             f"== {self.name}: {self.steps} steps from step {self.start}: {1e3 * wall / self.steps:.2f} ms per step; "
             f"{len(kernels) / self.steps:.0f} GPU kernels per step, the GPU busy {busy / 1e3 / self.steps:.2f} ms "
-            "per step "
-            f"({100 * busy / 1e6 / wall:.0f}% of the wall time); idle between kernels {sum(idle):.2f} ms in all, "
+            f"per step ({100 * busy / 1e6 / wall:.0f}% of the wall time); "
+            f"idle between kernels {sum(idle):.2f} ms in the window, "
             f"{len(long)} gaps of 0.1 ms or more ({sum(long):.2f} ms; the longest "
             f"{', '.join(f'{gap:.2f}' for gap in long[:5]) or 'none'} ms)",
             prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=70),
