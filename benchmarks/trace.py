@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
             triton=args.triton,
             whole_step=whole_step,
         )
+    trace = "+callbacks.trace"  # TraceSteps, added to each run by override
     for name, cuda_graph in (("train_py", "true"), ("train_py_step", "step")):
-        trace = "+callbacks.trace"
         try:
             e2e.run_train_script(
                 steps,
