@@ -16,13 +16,18 @@ from typing import Any
 
 import torch
 
+from mnist_lstm import fast
 from mnist_lstm.errors import UserError
-from mnist_lstm.module import RowLSTMModule
+from mnist_lstm.model.module import RowLSTMModule
 
 HOW_TO = "pass ckpt_path=<run dir>/checkpoints/last.ckpt (or a step*.ckpt) written by scripts/train.py"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since PyTorch 1.6
-# Arguments that only matter for training speed: inference rebuilds the plain model.
-INFERENCE_OVERRIDES = {"compile": False, "cuda_graph": False}
+
+
+def run_dir_of(ckpt_path: str | Path) -> Path:
+    """The training run a checkpoint belongs to: `<run>/checkpoints/x.ckpt` -> `<run>`; else its folder."""
+    path = Path(ckpt_path).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 def _check_file(path: Path) -> None:
@@ -91,14 +96,16 @@ def device_named(name: str) -> torch.device:
         raise UserError(f"invalid value device={name!r}: device must be auto, cpu, cuda or cuda:<index>") from err
 
 
-def load_model(path: str | Path | None, device: str = "cpu") -> RowLSTMModule:
+def load_model(path: str | Path | None, device: str = "cpu", loop: str = "fused") -> RowLSTMModule:
     """The RowLSTMModule a checkpoint holds, in eval mode on `device` (see device_named), built from the
-    checkpoint's own hyper_parameters: a model trained with `layer_num=3 hidden_size=64` needs no overrides."""
+    checkpoint's own hyper_parameters: a model trained with `layer_num=3 hidden_size=64` needs no overrides.
+    It computes with `loop` (mnist_lstm/fast/; "plain": the model's own loop). Checkpoints of earlier versions
+    also hold the speed switches they were trained with (fused, compile, cuda_graph, triton): not arguments of
+    the model, left out."""
     checkpoint = load_checkpoint(path)
     path = Path(str(path)).expanduser()
     accepted = inspect.signature(RowLSTMModule).parameters
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
-    hparams.update({k: v for k, v in INFERENCE_OVERRIDES.items() if k in accepted})
     try:
         model = RowLSTMModule(**hparams)
         model.load_state_dict(checkpoint["state_dict"])
@@ -107,4 +114,5 @@ def load_model(path: str | Path | None, device: str = "cpu") -> RowLSTMModule:
             f"{path} does not fit this project's model (its weights do not match its hyper_parameters "
             f"{checkpoint['hyper_parameters']}); {HOW_TO}"
         ) from err
+    fast.speed_up(model, loop)
     return model.eval().to(device_named(device))

@@ -3,12 +3,12 @@
 import gc
 
 if __name__ == "__main__":  # (run, not imported: only then does hydra_main turn it back on)
-    gc.disable()  # while importing: see mnist_lstm/cli.py (hydra_main)
+    gc.disable()  # while importing: see mnist_lstm/cli/main.py (hydra_main)
 
 from omegaconf import DictConfig
 
-from mnist_lstm.cli import hydra_main
-from mnist_lstm.evaluate import evaluate
+from mnist_lstm.cli.main import hydra_main
+from mnist_lstm.use.evaluate import evaluate
 
 
 @hydra_main(config_name="eval")

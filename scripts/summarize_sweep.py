@@ -8,9 +8,9 @@ writes summary.csv, summary.md and summary.png into that directory and prints th
 import argparse
 from pathlib import Path
 
-from mnist_lstm.cli import reports_user_errors
+from mnist_lstm.cli.main import reports_user_errors
 from mnist_lstm.errors import UserError
-from mnist_lstm.sweep import read_sweep, summarize, sweep_metric
+from mnist_lstm.run.sweep import read_sweep, summarize, sweep_metric
 
 
 @reports_user_errors

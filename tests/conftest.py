@@ -1,49 +1,25 @@
-"""Shared fixtures: a private copy of the real MNIST files, the repository paths, a CLI runner."""
+"""Shared fixtures: a private copy of the real MNIST files, and one tiny real training run."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 
-from mnist_lstm.data import MNIST_FILES
-
-REPO = Path(__file__).resolve().parents[1]
-# ../shared/data beside the checkout (read-only); MNIST_LSTM_SHARED_DATA points elsewhere if needed.
-SHARED_DATA = Path(os.environ.get("MNIST_LSTM_SHARED_DATA", REPO.parent / "shared" / "data"))
+from mnist_lstm.data import ensure_mnist
+from tests.helpers import REPO, NoMNIST, copy_mnist, find_mnist, run_script
 
 
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A writable data dir holding MNIST/raw/*.gz copied from ../shared/data (never written to)."""
-    source = SHARED_DATA / "MNIST" / "raw"
-    missing = [name for name in MNIST_FILES if not (source / name).is_file()]
-    assert not missing, f"tests need the MNIST files {missing} in {source} (or set MNIST_LSTM_SHARED_DATA)"
-    data_dir = tmp_path_factory.mktemp("data")
-    (data_dir / "MNIST" / "raw").mkdir(parents=True)
-    for name in MNIST_FILES:
-        shutil.copy(source / name, data_dir / "MNIST" / "raw" / name)
-    return data_dir
-
-
-def run_script(
-    script: str, *overrides: str, cwd: Path | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess:
-    """Run `python scripts/<script> overrides...` the way a user does, forced onto the CPU."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / script), *overrides],
-        cwd=cwd or REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """A writable data dir holding copies of the four MNIST files, found as tests/helpers.py's find_mnist says
+    (downloaded into the clone's data/ if they are nowhere). Without them the session stops here, in one line."""
+    try:
+        source = find_mnist(dict(os.environ), REPO, download=lambda data_dir: ensure_mnist(data_dir, download=True))
+    except NoMNIST as err:
+        pytest.exit(str(err), returncode=pytest.ExitCode.USAGE_ERROR)
+    return copy_mnist(source, tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")
@@ -64,17 +40,3 @@ def tiny_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result.stdout + result.stderr
-
-
-def quiet_cpu_trainer(**options: object) -> L.Trainer:
-    """A Trainer on the CPU for tests that fit a module directly: no validation, and nothing written or printed
-    (no logger, checkpoints, progress bar or model summary); `options` add to or replace these."""
-    quiet = {
-        "limit_val_batches": 0,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "accelerator": "cpu",
-    }
-    return L.Trainer(**{**quiet, **options})

@@ -21,8 +21,8 @@ from benchmarks.e2e import steps_per_second
 from benchmarks.run import training_flops
 from benchmarks.timing import summary
 from benchmarks.trace import busy_and_idle
-from mnist_lstm.lstm import RowLSTMClassifier
-from tests.conftest import REPO
+from mnist_lstm.model.lstm import RowLSTMClassifier
+from tests.helpers import REPO
 
 FINE_PHASES = ("startup", "trainer_data", "to_first_step", "training", "validation", "fit_end", "test")
 FINE_PHASES += ("test_figures", "exit")

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lstm.checkpoint import load_checkpoint, load_model
+from mnist_lstm.checkpoint import load_checkpoint, load_model, run_dir_of
 from mnist_lstm.errors import UserError
-from mnist_lstm.module import RowLSTMModule
-from mnist_lstm.resume import run_dir_of
+from mnist_lstm.model.module import RowLSTMModule
 
 
 class RunsCommand:

@@ -1,4 +1,4 @@
-"""What every entry point shares (mnist_lstm/cli.py): the cyclic garbage collector off while a script imports."""
+"""What every entry point shares (mnist_lstm/cli/main.py): the cyclic garbage collector off while a script imports."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 HYDRA_SCRIPTS = sorted(p.name for p in (REPO / "scripts").glob("*.py") if "hydra_main" in p.read_text())
 
@@ -32,7 +32,7 @@ def test_the_task_runs_with_the_collector_on_and_the_imports_frozen(tmp_path: Pa
         "if __name__ == '__main__':\n"
         "    gc.disable()\n"
         "import torch, lightning\n"
-        "from mnist_lstm.cli import hydra_main\n"
+        "from mnist_lstm.cli.main import hydra_main\n"
         f"@hydra_main(config_name='train', config_path={str(REPO / 'conf')!r})\n"
         "def main(cfg):\n"
         "    print('enabled', gc.isenabled(), 'frozen', gc.get_freeze_count())\n"

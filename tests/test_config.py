@@ -1,4 +1,5 @@
-"""The Hydra config: composition, overrides, defaults that match the tutorial, refused values."""
+"""The Hydra config: composition, overrides, defaults that match the tutorial, the speed settings, and every
+refusal of the command-line check (mnist_lstm/cli/command_line.py, from the schema in mnist_lstm/config/)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,22 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
-from mnist_lstm.config import validate
+from mnist_lstm import fast
+from mnist_lstm.cli.command_line import prepare_command_line
+from mnist_lstm.config import checks
+from mnist_lstm.config.schema import TrainConfig
 from mnist_lstm.errors import UserError
-from mnist_lstm.lstm import StackedLSTM, TorchStackedLSTM
+from mnist_lstm.fast.cuda_graph import WholeStepGraphModule
+from mnist_lstm.model.lstm import StackedLSTM, TorchStackedLSTM
+from mnist_lstm.model.module import RowLSTMModule
+from tests.helpers import CONF, compose_train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
-
-def compose_train(*overrides: str) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    # Outside a real run there is no Hydra runtime: give the output dir a value.
-    OmegaConf.update(cfg, "paths.output_dir", "/tmp/unused", force_add=True)
-    return cfg
+def check_command_line(*overrides: str, tmp_path: Path) -> None:
+    """train.py's command-line check, as a run does it before Hydra (in a fresh run directory)."""
+    prepare_command_line(CONF, "train", [*overrides, f"hydra.run.dir={tmp_path / 'run'}"])
 
 
 def test_defaults_reproduce_the_tutorial() -> None:
@@ -41,7 +39,8 @@ def test_defaults_reproduce_the_tutorial() -> None:
     assert cfg.model.optimizer._target_ == "torch.optim.Adam"
     assert cfg.trainer.accelerator == "auto"
     assert cfg.trainer.val_check_interval == 500  # validates 4 times in 2,000 steps
-    validate(cfg)
+    assert dict(cfg.speed) == {"loop": "fused", "compile": False, "cuda_graph": "none"}  # the fast loop, eager
+    checks.check(cfg, TrainConfig)
 
 
 def test_top_level_overrides_reach_the_objects() -> None:
@@ -67,55 +66,148 @@ def test_torch_cell_is_selectable() -> None:
 
 @pytest.mark.parametrize("name", ["fdr", "limit", "overfit"])
 def test_debug_configs_compose(name: str) -> None:
-    cfg = compose_train(f"debug={name}")
-    validate(cfg)
+    checks.check(compose_train(f"debug={name}"), TrainConfig)
+
+
+@pytest.mark.parametrize(
+    ("choice", "loop", "compile", "cuda_graph"),
+    [
+        ("fused", "fused", False, "none"),
+        ("plain", "plain", False, "none"),
+        ("compiled", "plain", True, "none"),
+        ("graphed", "triton", False, "forward_backward"),
+        ("graphed_step", "triton", False, "whole_step"),
+    ],
+)
+def test_every_speed_choice_is_a_run_setting_of_the_same_model(
+    choice: str, loop: str, compile: bool, cuda_graph: str
+) -> None:
+    """conf/speed/: the loop, compiled or not, and a CUDA graph; the model's config and hparams stay the same."""
+    cfg = compose_train(f"speed={choice}")
+    assert (cfg.speed.loop, cfg.speed.compile, cfg.speed.cuda_graph) == (loop, compile, cuda_graph)
+    checks.check(cfg, TrainConfig)
+    module = instantiate(cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
+    assert isinstance(module, RowLSTMModule)
+    assert cfg.model == compose_train().model
+    assert dict(module.hparams) == dict(instantiate(compose_train().model).hparams)
+
+
+def test_the_whole_step_in_one_graph_combines_with_clipping() -> None:
+    cfg = compose_train("speed=graphed_step", "trainer.gradient_clip_val=1.0")  # (clipping: inside the graph)
+    checks.check(cfg, TrainConfig)
+    assert fast.module_class(cfg.speed.cuda_graph) is WholeStepGraphModule
 
 
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("layer_num=0", "layer_num=0 is out of range: layer_num must be an integer >= 1"),
+        ("layer_num=0", "layer_num=0 is out of range: layer_num must be an integer >= 1 (e.g. layer_num=2)"),
         ("hidden_size=-1", "hidden_size=-1 is out of range: hidden_size must be an integer >= 1"),
         ("dropout=1.5", "dropout=1.5 is out of range: dropout must be a number in [0, 1)"),
         ("batch_size=0", "batch_size=0 is out of range"),
-        ("lr=0", "lr=0 is out of range"),
+        ("lr=0", "lr=0 is out of range: lr must be a number > 0"),
+        ("seed=-1", "seed=-1 is out of range: seed must be an integer in [0, 4.29497e+09)"),
+        ("val_every=0", "val_every=0 is out of range"),
         ("layer_num=abc", "invalid value layer_num='abc': layer_num must be an integer >= 1"),
         ("hidden_size=2.5", "invalid value hidden_size=2.5"),
         ("dropout=true", "invalid value dropout=True"),
-        ("model.cell=gru", "invalid value model.cell='gru'"),
+        ("model.cell=gru", "invalid value model.cell='gru': model.cell must be one of custom, torch"),
         ("model.forget_bias=abc", "invalid value model.forget_bias='abc': model.forget_bias must be a finite number"),
-        ("model.fused=maybe", "invalid value model.fused='maybe': model.fused must be true or false"),
-        ("model.cuda_graph=1", "invalid value model.cuda_graph=1: model.cuda_graph must be false, true (the forward"),
-        ("model.cuda_graph=all", "invalid value model.cuda_graph='all': model.cuda_graph must be false, true"),
-        ("data.on_device=gpu", "invalid value data.on_device='gpu': data.on_device must be auto"),
-        ("model.cuda_graph=true trainer.precision=bf16-mixed", "model.cuda_graph=true does not combine with"),
-        ("model.cuda_graph=true model.compile=true", "are not supported together"),
-        ("model.cuda_graph=step trainer.precision=16-mixed", "model.cuda_graph=step does not combine with"),
-        ("model.cuda_graph=step +trainer.accumulate_grad_batches=4", "cannot accumulate gradients"),
-        ("model.cuda_graph=step experiment=improved", "model.cuda_graph=step replays the learning rate it captured"),
-        ("model.triton=yes", "invalid value model.triton='yes': model.triton must be true or false"),
-        ("model.triton=true model.cell=torch", "model.triton=true applies to our fused loop, not to nn.LSTM"),
-        ("model.triton=true model.fused=false", "not to the plain loop (model.fused=false)"),
+        ("model.forget_bias=nan", "model.forget_bias=nan is out of range: model.forget_bias must be a finite number"),
+        ("data.val_size=60000", "data.val_size=60000 is out of range: data.val_size must be an integer in [1, 60000)"),
+        ("data.on_device=gpu", "invalid value data.on_device='gpu': data.on_device must be true or false or null"),
+        ("speed.compile=maybe", "invalid value speed.compile='maybe': speed.compile must be true or false"),
+        ("speed.loop=gru", "invalid value speed.loop='gru': speed.loop must be one of plain, fused, triton"),
+        (
+            "speed.cuda_graph=1",
+            "invalid value speed.cuda_graph=1: speed.cuda_graph must be one of none, forward_backward",
+        ),
+        ("speed=graphed trainer.precision=bf16-mixed", "speed.cuda_graph=forward_backward does not combine with"),
+        ("speed=graphed speed.compile=true", "are not supported together"),
+        ("speed=graphed_step trainer.precision=16-mixed", "speed.cuda_graph=whole_step does not combine with"),
+        ("speed=graphed_step +trainer.accumulate_grad_batches=4", "cannot accumulate gradients"),
+        ("speed=graphed_step experiment=improved", "speed.cuda_graph=whole_step replays the learning rate it captured"),
+        ("speed.loop=triton model.cell=torch", "speed.loop=triton runs our loop's elementwise work as Triton kernels"),
+        ("speed=turbo", "speed=turbo is not a config of group 'speed': choose one of compiled, fused, graphed"),
+        ("-m layer_num=2,0", "layer_num=0 is out of range"),  # every value of a sweep
+        ("-m lr=interval(0,0.1)", "lr=0.0 is out of range"),
     ],
 )
-def test_bad_values_are_refused_with_key_and_range(override: str, expected: str) -> None:
-    with pytest.raises(UserError, match=None) as err:
-        validate(compose_train(*override.split()))
+def test_bad_values_are_refused_with_key_and_range(override: str, expected: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        check_command_line(*override.split(), tmp_path=tmp_path)
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
 
 
-def test_the_whole_step_in_one_graph_is_a_choice_of_model_cuda_graph() -> None:
-    cfg = compose_train("model.cuda_graph=step", "trainer.gradient_clip_val=1.0")  # (clipping: inside the graph)
-    validate(cfg)
-    module = instantiate(cfg.model)
-    assert module.graphed_step is not None and module.graphed_training is None
-    assert instantiate(compose_train("model.cuda_graph=true").model).graphed_step is None
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.layer_num=3", "model.layer_num is set from layer_num, the key to set: write layer_num=3"),
+        ("data.batch_size=64", "data.batch_size is set from batch_size, the key to set: write batch_size=64"),
+        ("model.optimizer.lr=0.01", "model.optimizer.lr is set from lr, the key to set: write lr=0.01"),
+        ("layer_nm=3", "unknown key 'layer_nm' in 'layer_nm=3': did you mean layer_num? "),
+        ("trainer.max_step=5", "unknown key 'trainer.max_step' in 'trainer.max_step=5': did you mean max_steps"),
+    ],
+)
+def test_each_knob_has_one_spelling(override: str, expected: str, tmp_path: Path) -> None:
+    """A top-level knob is set where it is, not where it is passed on to; and the did-you-mean offers that one."""
+    with pytest.raises(UserError) as err:
+        check_command_line(override, tmp_path=tmp_path)
+    assert str(err.value).startswith(expected), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "new"),
+    [
+        ("model.fused=false", "speed.loop=plain"),
+        ("model.triton=true", "speed.loop=triton"),
+        ("model.compile=true", "speed.compile=true"),
+        ("model.cuda_graph=step", "speed.cuda_graph=whole_step"),
+    ],
+)
+def test_the_old_speed_keys_point_to_the_new_ones(override: str, new: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        check_command_line(override, tmp_path=tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"unknown key '{override.split('=')[0]}'") and "is now a run setting" in message
+    assert new in message
+
+
+def test_optunas_search_space_is_checked_before_any_trial(tmp_path: Path) -> None:
+    check_command_line("hparams_search=optuna", tmp_path=tmp_path)  # conf/hparams_search/optuna.yaml is good
+    bad_space = "hydra.sweeper.params.dropout='interval(0.0, 1.5)'"  # as a YAML file would give it
+    with pytest.raises(UserError, match=r"dropout=1\.5 is out of range"):
+        check_command_line("hparams_search=optuna", bad_space, tmp_path=tmp_path)
+
+
+def test_the_schema_names_what_tensorboard_compares_and_what_a_checkpoint_must_match() -> None:
+    cfg = compose_train("layer_num=3", "model.cell=torch")
+    assert checks.hyperparameters(cfg) == {
+        "layer_num": 3,
+        "hidden_size": 256,
+        "dropout": 0.5,
+        "lr": 1e-3,
+        "batch_size": 128,
+        "max_steps": 2000,
+        "seed": 12345,
+        "forget_bias": 1.0,
+        "cell": "torch",
+    }
+    assert sorted(checks.architecture()) == ["cell", "forget_bias", "hidden_size", "layer_num"]
+    assert checks.wiring(cfg) == {
+        "data.batch_size": "batch_size",
+        "model.hidden_size": "hidden_size",
+        "model.layer_num": "layer_num",
+        "model.dropout": "dropout",
+        "model.optimizer.lr": "lr",
+        "trainer.max_steps": "max_steps",
+    }
 
 
 def test_triton_without_the_package_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "triton" else real_find_spec(name))
-    validate(compose_train("model.triton=false"))  # not asked for: not needed
-    with pytest.raises(UserError, match="model.triton=true needs the triton package"):
-        validate(compose_train("model.triton=true"))
+    checks.check(compose_train("speed=fused"), TrainConfig)  # not asked for: not needed
+    with pytest.raises(UserError, match="speed.loop=triton needs the triton package"):
+        checks.check(compose_train("speed.loop=triton"), TrainConfig)

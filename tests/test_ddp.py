@@ -12,10 +12,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
 from mnist_lstm.data import MNISTDataModule
-from mnist_lstm.module import RowLSTMModule
-from tests.conftest import run_script
-from tests.test_config import compose_train
-from tests.test_train import scalars
+from mnist_lstm.model.module import RowLSTMModule
+from tests.helpers import compose_train, run_script, scalars
 
 
 def test_ddp_configs() -> None:

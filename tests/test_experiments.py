@@ -8,8 +8,7 @@ import pytest
 import yaml
 from hydra.utils import instantiate
 
-from tests.conftest import run_script
-from tests.test_config import compose_train
+from tests.helpers import compose_train, run_script
 
 
 def test_tutorial_experiment_is_exactly_the_tutorials_recipe() -> None:

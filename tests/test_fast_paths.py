@@ -1,4 +1,5 @@
-"""Every fast path against the plain autograd loop and nn.LSTM: outputs, states and gradients."""
+"""Every fast path (mnist_lstm/fast/) against the plain autograd loop and nn.LSTM: outputs, states and gradients;
+and the speed settings that pick them."""
 
 from __future__ import annotations
 
@@ -17,32 +18,23 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_lstm import lstm as lstm_module
-from mnist_lstm import nvml
+import mnist_lstm.fast.fused
+from mnist_lstm import fast
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.errors import UserError
-from mnist_lstm.lstm import FusedLSTMLoop, RowLSTMClassifier, StackedLSTM
-from mnist_lstm.module import RowLSTMModule
-from tests.conftest import quiet_cpu_trainer, run_script
-from tests.test_lstm import copy_into_nn_lstm, nn_lstm_grads_as_ours
-
-
-def twins(layer_num: int, hidden: int, inputs: int = 7, dropout: float = 0.0) -> tuple[StackedLSTM, StackedLSTM]:
-    """The fused and the plain StackedLSTM with the same weights, in double precision."""
-    fused = StackedLSTM(inputs, hidden, layer_num, dropout, forget_bias=1.0, fused=True).double()
-    plain = StackedLSTM(inputs, hidden, layer_num, dropout, forget_bias=1.0, fused=False).double()
-    plain.load_state_dict(fused.state_dict())
-    return fused, plain
-
-
-def run(lstm: nn.Module, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor):
-    """Forward and a backward through outputs and both final states; returns outputs, states and all grads."""
-    x = x.clone().requires_grad_()
-    state = tuple(s.clone().requires_grad_() for s in state)
-    out, (h, c) = lstm(x, state)
-    ((out * weights).sum() + (h * 0.5).sum() + c.pow(2).sum()).backward()
-    grads = [p.grad for p in lstm.parameters()] + [x.grad, *(s.grad for s in state)]
-    return out, h, c, grads
+from mnist_lstm.fast import nvml
+from mnist_lstm.fast.cuda_graph import ForwardBackwardGraphModule, WholeStepGraphModule
+from mnist_lstm.fast.fused import FusedLSTMLoop, tanh_into, uniform_dropout
+from mnist_lstm.model.lstm import IMPLEMENTATIONS, Implementation, RowLSTMClassifier, StackedLSTM, lstm_loop
+from mnist_lstm.model.module import RowLSTMModule
+from tests.helpers import (
+    copy_into_nn_lstm,
+    forward_and_backward,
+    nn_lstm_grads_as_ours,
+    quiet_cpu_trainer,
+    run_script,
+    twins,
+)
 
 
 @pytest.mark.parametrize(("layer_num", "hidden"), [(1, 5), (2, 8), (3, 4)])
@@ -56,10 +48,10 @@ def test_fused_matches_plain_loop_and_nn_lstm(layer_num: int, hidden: int) -> No
     state = (torch.randn(layer_num, batch, hidden, dtype=torch.double), torch.randn(layer_num, batch, hidden).double())
     weights = torch.randn(steps, batch, hidden, dtype=torch.double)
 
-    out, h, c, grads = run(fused, x, state, weights)
+    out, h, c, grads = forward_and_backward(fused, x, state, weights)
     assert out.grad_fn is not None and "FusedLSTMLoop" in type(out.grad_fn).__name__  # the fast path ran
     for other in (plain, reference):
-        other_out, other_h, other_c, other_grads = run(other, x, state, weights)
+        other_out, other_h, other_c, other_grads = forward_and_backward(other, x, state, weights)
         for ours, theirs in [(out, other_out), (h, other_h), (c, other_c)]:
             torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
         # Gradients of the input and the initial state; the weights' below (nn.LSTM lays them out apart).
@@ -106,13 +98,14 @@ def test_fused_backward_passes_gradcheck() -> None:
 def test_a_second_backward_through_the_fused_loop_is_refused() -> None:
     """Its backward writes over the saved derivatives: a second one must stop, naming the way out."""
     lstm = StackedLSTM(3, 4, 1)
+    lstm.implementation = "fused"
     out, _ = lstm(torch.randn(5, 2, 3))
     out.sum().backward(retain_graph=True)
     first = lstm.layers[0].gates.weight.grad.clone()
-    with pytest.raises(RuntimeError, match=r"retain_graph=True.*model\.fused=false"):
+    with pytest.raises(RuntimeError, match=r"retain_graph=True.*speed=plain"):
         out.sum().backward()
-    # The unfused loop has no such limit: twice the gradient after two backwards.
-    plain = StackedLSTM(3, 4, 1, fused=False)
+    # The plain loop has no such limit: twice the gradient after two backwards.
+    plain = StackedLSTM(3, 4, 1)
     plain.load_state_dict(lstm.state_dict())
     out, _ = plain(torch.randn(5, 2, 3))
     out.sum().backward(retain_graph=True)
@@ -124,15 +117,15 @@ def test_a_second_backward_through_the_fused_loop_is_refused() -> None:
 
 @pytest.fixture
 def interpreted_triton(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """mnist_lstm.triton_lstm imported afresh under TRITON_INTERPRET=1: Triton's interpreter runs its kernels
+    """mnist_lstm.fast.triton imported afresh under TRITON_INTERPRET=1: Triton's interpreter runs its kernels
     on CPU tensors, so they are checked without a GPU. (Forgotten afterwards: a later import compiles them.)"""
     pytest.importorskip("triton", reason="triton comes with PyTorch's CUDA builds for Linux, not with the others")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    sys.modules.pop("mnist_lstm.triton_lstm", None)
-    module = importlib.import_module("mnist_lstm.triton_lstm")
+    sys.modules.pop("mnist_lstm.fast.triton", None)
+    module = importlib.import_module("mnist_lstm.fast.triton")
     assert type(module._forward_step).__name__ == "InterpretedFunction"
     yield module
-    sys.modules.pop("mnist_lstm.triton_lstm", None)
+    sys.modules.pop("mnist_lstm.fast.triton", None)
 
 
 def loop_run(loop: type[torch.autograd.Function], inputs: list[torch.Tensor], weights: torch.Tensor | None):
@@ -174,31 +167,46 @@ def test_a_second_backward_through_the_triton_loop_is_refused(interpreted_triton
         out.sum().backward()
 
 
-def test_the_triton_option_trains_with_the_fused_loop_on_the_cpu() -> None:
-    """Triton's kernels run on a GPU: on the CPU model.triton=true takes the fused loop, and the weights are the
+def test_the_triton_loop_trains_with_the_fused_loop_on_the_cpu() -> None:
+    """Triton's kernels run on a GPU: on the CPU speed.loop=triton takes the fused loop, and the weights are the
     same parameters either way (a checkpoint loads into both)."""
-    lstm = StackedLSTM(3, 4, 2, triton=True)
+    lstm = StackedLSTM(3, 4, 2)
+    lstm.implementation = "triton"
     out, _ = lstm(torch.randn(5, 2, 3))
     assert "FusedLSTMLoop" in type(out.grad_fn).__name__
     assert lstm.state_dict().keys() == StackedLSTM(3, 4, 2).state_dict().keys()
 
 
-def test_gpu_options_on_the_cpu_train_with_a_warning_each(mnist_dir: Path) -> None:
-    """model.triton and model.cuda_graph on a CPU run: each says it does not apply, and the run trains."""
-    model = RowLSTMModule(
-        hidden_size=8, layer_num=1, triton=True, cuda_graph=True, optimizer=partial(torch.optim.Adam, lr=1e-3)
-    )
+def test_gpu_settings_on_the_cpu_train_with_a_warning_each(mnist_dir: Path) -> None:
+    """speed.loop=triton and speed.cuda_graph on a CPU run: each says it does not apply, and the run trains."""
+    model = ForwardBackwardGraphModule(hidden_size=8, layer_num=1, optimizer=partial(torch.optim.Adam, lr=1e-3))
     trainer = quiet_cpu_trainer(max_steps=2)
     with pytest.warns(UserWarning, match="applies to CUDA runs only") as caught:
+        fast.speed_up(model, "triton", device=trainer.strategy.root_device)
         trainer.fit(model, MNISTDataModule(str(mnist_dir), batch_size=16, download=False))
     warned = {str(w.message).split("=")[0] for w in caught if "applies to CUDA runs only" in str(w.message)}
-    assert warned == {"model.triton", "model.cuda_graph"}
+    assert warned == {"speed.loop", "speed.cuda_graph"}
     assert trainer.global_step == 2
+
+
+def test_each_cuda_graph_setting_trains_a_module_that_saves_what_the_plain_one_does() -> None:
+    """The run builds RowLSTMModule or its CUDA-graph subclass (fast.module_class): same arguments, the same
+    hyperparameters and weights in a checkpoint, so any of them loads anywhere."""
+    classes = {setting: fast.module_class(setting) for setting in ("none", "forward_backward", "whole_step")}
+    assert classes == {
+        "none": RowLSTMModule,
+        "forward_backward": ForwardBackwardGraphModule,
+        "whole_step": WholeStepGraphModule,
+    }
+    modules = [cls(hidden_size=8, layer_num=2, dropout=0.1) for cls in classes.values()]
+    assert all(dict(m.hparams) == dict(modules[0].hparams) for m in modules)
+    assert all(m.state_dict().keys() == modules[0].state_dict().keys() for m in modules)
+    assert not {"fused", "compile", "cuda_graph", "triton", "loop"} & modules[0].hparams.keys()
 
 
 @pytest.mark.parametrize("clip", [None, 0.05])
 def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir: Path, clip: float | None) -> None:
-    """model.cuda_graph=step: training_step runs the whole step itself (gradients to None, forward, loss,
+    """speed.cuda_graph=whole_step: training_step runs the whole step itself (gradients to None, forward, loss,
     backward, `trainer.gradient_clip_val`'s clipping, Adam), as the function a CUDA graph captures, and
     Lightning's loop leaves that work done. On the CPU the same function runs op by op: the same weights, bit for
     bit, as Lightning's own loop, dropout on, and Lightning counts the steps and Adam took each once. The hooks
@@ -215,17 +223,18 @@ def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir:
             self.calls["on_before_optimizer_step"] += 1
 
     trained = {}
-    for cuda_graph in (False, "step"):
+    for module_class in (RowLSTMModule, WholeStepGraphModule):
         L.seed_everything(3, verbose=False)
-        module = RowLSTMModule(hidden_size=8, layer_num=2, cuda_graph=cuda_graph, optimizer=partial(torch.optim.Adam))
+        module = module_class(hidden_size=8, layer_num=2, optimizer=partial(torch.optim.Adam))
+        fast.speed_up(module, "fused")  # (the default run's loop)
         hooks = CountHooks()
         trainer = quiet_cpu_trainer(max_steps=7, log_every_n_steps=3, callbacks=[hooks], gradient_clip_val=clip)
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="model.cuda_graph=step applies to CUDA runs only")
+            warnings.filterwarnings("ignore", message="speed.cuda_graph=whole_step applies to CUDA runs only")
             trainer.fit(module, MNISTDataModule(str(mnist_dir), batch_size=16, download=False))
         assert trainer.global_step == 7
         steps = {int(state["step"]) for state in trainer.optimizers[0].state.values()}
-        trained[cuda_graph] = (module.net.state_dict(), steps, dict(trainer.logged_metrics), hooks.calls)
+        trained[module_class] = (module.net.state_dict(), steps, dict(trainer.logged_metrics), hooks.calls)
     (plain, plain_steps, plain_logged, plain_calls), (whole, whole_steps, whole_logged, whole_calls) = trained.values()
     assert plain_steps == whole_steps == {7}
     assert plain_calls == {"on_after_backward": 7, "on_before_optimizer_step": 7}
@@ -244,9 +253,7 @@ def test_the_whole_step_written_out_trains_exactly_as_lightnings_loop(mnist_dir:
 )
 def test_the_whole_step_refuses_what_a_replay_cannot_change(mnist_dir: Path, options: dict, message: str) -> None:
     scheduler = options.pop("scheduler", None)
-    module = RowLSTMModule(
-        hidden_size=8, layer_num=1, cuda_graph="step", optimizer=partial(torch.optim.Adam), scheduler=scheduler
-    )
+    module = WholeStepGraphModule(hidden_size=8, layer_num=1, optimizer=partial(torch.optim.Adam), scheduler=scheduler)
     with pytest.raises(UserError, match=message), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quiet_cpu_trainer(max_steps=2, **options).fit(module, MNISTDataModule(str(mnist_dir), download=False))
@@ -255,7 +262,7 @@ def test_the_whole_step_refuses_what_a_replay_cannot_change(mnist_dir: Path, opt
 def test_resuming_into_the_whole_step_graph_makes_the_saved_optimiser_capturable(
     mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run saved without model.cuda_graph=step and resumed with it on a GPU: torch's load_state_dict would
+    """A run saved without speed.cuda_graph=whole_step and resumed with it on a GPU: torch's load_state_dict would
     apply the saved capturable=False, which the capture refuses; on_load_checkpoint makes it capturable before
     Lightning loads it. (Here on the CPU, as if the graph held the optimiser: resumed at its last step, so
     that Adam, capturable on the CPU, never steps.)"""
@@ -264,11 +271,11 @@ def test_resuming_into_the_whole_step_graph_makes_the_saved_optimiser_capturable
     first.fit(RowLSTMModule(hidden_size=4, layer_num=1, optimizer=partial(torch.optim.Adam)), data())
     first.save_checkpoint(tmp_path / "plain.ckpt")
     assert torch.load(tmp_path / "plain.ckpt")["optimizer_states"][0]["param_groups"][0]["capturable"] is False
-    monkeypatch.setattr(RowLSTMModule, "_graph_holds_the_optimizer", lambda self: True)
-    resumed = RowLSTMModule(hidden_size=4, layer_num=1, cuda_graph="step", optimizer=partial(torch.optim.Adam))
+    monkeypatch.setattr(WholeStepGraphModule, "_graph_holds_the_optimizer", lambda self: True)
+    resumed = WholeStepGraphModule(hidden_size=4, layer_num=1, optimizer=partial(torch.optim.Adam))
     second = quiet_cpu_trainer(max_steps=3)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="model.cuda_graph=step applies to CUDA runs only")
+        warnings.filterwarnings("ignore", message="speed.cuda_graph=whole_step applies to CUDA runs only")
         second.fit(resumed, data(), ckpt_path=tmp_path / "plain.ckpt")
     groups = second.optimizers[0].param_groups
     assert second.global_step == 3 and [group["capturable"] for group in groups] == [True]
@@ -296,9 +303,8 @@ def test_lightnings_nvml_check_is_unset_only_where_nvml_cannot_load(monkeypatch:
 
 
 def test_tanh_is_tanh_in_place_or_not() -> None:
-    """lstm.tanh on the CPU, 2 sigmoid(2x) - 1: float32 within two ulps of 1 of torch.tanh, float64 equal."""
-    from mnist_lstm.lstm import tanh
-
+    """tanh_into on the CPU, 2 sigmoid(2x) - 1: float32 within two ulps of 1 of torch.tanh, float64 equal."""
+    tanh = tanh_into
     x = torch.linspace(-12, 12, 20001)
     out = torch.empty_like(x)
     assert tanh(x, out=out) is out
@@ -309,9 +315,13 @@ def test_tanh_is_tanh_in_place_or_not() -> None:
     torch.testing.assert_close(x, expected)
 
 
-def test_training_with_dropout_is_the_same_on_both_paths() -> None:
-    """Dropout draws the same masks on both paths, so a training forward and its gradients agree."""
+def test_training_with_dropout_is_the_same_on_both_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the same dropout, the fused and the plain loop train alike: a training forward and its gradients
+    agree. (The fast implementations draw dropout's mask as uniform >= p, F.dropout as bernoulli: the same
+    distribution, other masks for a seed, so speed=plain and speed=fused runs of one seed differ.)"""
+    monkeypatch.setitem(IMPLEMENTATIONS, "plain, uniform dropout", Implementation(lstm_loop, uniform_dropout))
     fused, plain = twins(2, 6, dropout=0.5)
+    plain.implementation = "plain, uniform dropout"
     x = torch.randn(5, 4, 7, dtype=torch.double)
     grads = []
     for lstm in (fused, plain):
@@ -328,6 +338,7 @@ def test_inference_path_gives_the_training_path_results(layer_num: int) -> None:
     """Without gradients lstm_inference runs (gates step by step, nothing kept): the training path's numbers."""
     torch.manual_seed(0)
     lstm = StackedLSTM(28, 32, layer_num, dropout=0.5).eval()
+    lstm.implementation = "fused"
     x = torch.rand(28, 50, 28)
     with_grad, (h, c) = lstm(x)
     assert with_grad.requires_grad
@@ -344,18 +355,19 @@ def test_inference_loop_is_exactly_nn_lstm(layer_num: int, monkeypatch: pytest.M
     torch.manual_seed(layer_num)
     steps, batch, inputs, hidden = 6, 3, 7, 5
     ours = StackedLSTM(inputs, hidden, layer_num, dropout=0.5).double().eval()
+    ours.implementation = "fused"
     reference = nn.LSTM(inputs, hidden, layer_num).double()
     copy_into_nn_lstm(ours, reference)
     x = torch.randn(steps, batch, inputs, dtype=torch.double)
     state = (torch.randn(layer_num, batch, hidden).double(), torch.randn(layer_num, batch, hidden).double() * 3)
     given = tuple(s.clone() for s in state)
-    calls, inference = [], lstm_module.lstm_inference
+    calls, inference = [], mnist_lstm.fast.fused.lstm_inference
 
     def counted(*args: torch.Tensor):
         calls.append(args[0].shape)
         return inference(*args)
 
-    monkeypatch.setattr(lstm_module, "lstm_inference", counted)
+    monkeypatch.setattr(mnist_lstm.fast.fused, "lstm_inference", counted)
     with torch.no_grad():
         out, (h, c) = ours(x, state)
     ref_out, (ref_h, ref_c) = reference(x, state)
@@ -386,8 +398,8 @@ def test_large_batches_are_read_in_chunks_with_the_same_answers(cell: str) -> No
 def test_mixed_precision_runs_the_plain_loop() -> None:
     """Under autocast (trainer.precision=bf16-mixed) the fused loop steps aside: same result as the plain one."""
     torch.manual_seed(0)
-    fused = RowLSTMClassifier(hidden_size=16, dropout=0.0)
-    plain = RowLSTMClassifier(hidden_size=16, dropout=0.0, fused=False)
+    fused = RowLSTMClassifier(hidden_size=16, dropout=0.0).use("fused")
+    plain = RowLSTMClassifier(hidden_size=16, dropout=0.0)
     plain.load_state_dict(fused.state_dict())
     images = torch.rand(4, 28, 28)
     results = []
@@ -401,23 +413,25 @@ def test_mixed_precision_runs_the_plain_loop() -> None:
 
 
 def test_compiled_module_keeps_checkpoint_keys_loadable_uncompiled() -> None:
-    """model.compile=true compiles the LSTM in place: no `_orig_mod.` in the state dict."""
-    compiled = RowLSTMModule(hidden_size=8, layer_num=2, compile=True)
+    """speed.compile=true compiles the LSTM in place: no `_orig_mod.` in the state dict, nothing in hparams."""
+    compiled = RowLSTMModule(hidden_size=8, layer_num=2)
+    fast.speed_up(compiled, "plain", compile=True)
     keys = list(compiled.state_dict())
     assert not any("_orig_mod" in key for key in keys)
-    plain = RowLSTMModule(hidden_size=8, layer_num=2, compile=False)
+    plain = RowLSTMModule(hidden_size=8, layer_num=2)
     plain.load_state_dict(compiled.state_dict(), strict=True)
-    assert compiled.hparams.compile and not plain.hparams.compile
+    assert dict(compiled.hparams) == dict(plain.hparams)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fused", [True, False])
-def test_torch_compile_matches_eager(fused: bool) -> None:
+@pytest.mark.parametrize("implementation", ["fused", "plain"])
+def test_torch_compile_matches_eager(implementation: str) -> None:
     """Compiled (inductor, C++ on the CPU) against eager: outputs and gradients. Minutes when cold."""
     torch.manual_seed(0)
-    eager = StackedLSTM(7, 8, 2, fused=fused)
-    compiled = StackedLSTM(7, 8, 2, fused=fused)
+    eager = StackedLSTM(7, 8, 2)
+    compiled = StackedLSTM(7, 8, 2)
     compiled.load_state_dict(eager.state_dict())
+    eager.implementation = compiled.implementation = implementation
     compiled.compile()
     x = torch.randn(5, 3, 7)
     results = []
@@ -430,15 +444,15 @@ def test_torch_compile_matches_eager(fused: bool) -> None:
 
 @pytest.mark.slow
 def test_compiled_run_checkpoint_loads_uncompiled(mnist_dir: Path, tmp_path: Path) -> None:
-    """A real run with model.compile=true; its checkpoint loads into a plain, uncompiled model."""
+    """A real run with speed=compiled; its checkpoint holds no speed setting and loads into a plain model."""
     run_dir = tmp_path / "run"
-    overrides = ["model.compile=true", "hidden_size=8", "max_steps=4", "val_every=4", "test=false"]
+    overrides = ["speed=compiled", "hidden_size=8", "max_steps=4", "val_every=4", "test=false"]
     result = run_script("train.py", *overrides, f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["hyper_parameters"]["compile"] is True
+    assert "compile" not in checkpoint["hyper_parameters"]
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
-    model = RowLSTMModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", compile=False, fused=False)
+    model = RowLSTMModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(model.state_dict(), checkpoint["state_dict"])
     with torch.no_grad():
         assert model(torch.rand(3, 28, 28)).shape == (3, 10)

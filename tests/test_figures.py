@@ -19,11 +19,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_lstm.checkpoint import load_model
 from mnist_lstm.data import load_mnist
 from mnist_lstm.errors import UserError
-from mnist_lstm.figures import OTHER, TRUE, WRONG, confusion_figure, per_row_probabilities, reading_figure
-from mnist_lstm.images import load_digit, to_mnist
-from mnist_lstm.module import RowLSTMModule
-from mnist_lstm.tensorboard_figures import draw
-from mnist_lstm.visualize import most_confidently_wrong
+from mnist_lstm.model.module import RowLSTMModule
+from mnist_lstm.use.figures import OTHER, TRUE, WRONG, confusion_figure, per_row_probabilities, reading_figure
+from mnist_lstm.use.images import load_digit, to_mnist
+from mnist_lstm.use.tensorboard_figures import draw
+from mnist_lstm.use.visualize import most_confidently_wrong
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,12 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from benchmarks.e2e import make_whole_step
-from mnist_lstm.callbacks import StopOnNonFiniteLoss
-from mnist_lstm.cuda_graph import GraphedStep, GraphedTraining
 from mnist_lstm.data import MNISTDataModule
-from mnist_lstm.lstm import RowLSTMClassifier, StackedLSTM
-from mnist_lstm.module import RowLSTMModule
-from tests.conftest import REPO
+from mnist_lstm.fast.cuda_graph import GraphedStep, GraphedTraining
+from mnist_lstm.model.lstm import RowLSTMClassifier, StackedLSTM
+from mnist_lstm.model.module import RowLSTMModule
+from mnist_lstm.run.callbacks import StopOnNonFiniteLoss
+from tests.helpers import REPO
 from tests.test_fast_paths import run, twins
 from tests.test_lstm import copy_into_nn_lstm, nn_lstm_grads_as_ours
 
@@ -95,7 +95,7 @@ def _train(net: torch.nn.Module, step_net, batches) -> list[torch.Tensor]:
 
 def test_tanh_on_cuda_is_torch_tanh() -> None:
     """The CPU's sigmoid form of lstm.tanh stays off the GPU: there it is torch.tanh, bit for bit."""
-    from mnist_lstm.lstm import tanh
+    from mnist_lstm.model.lstm import tanh
 
     x = torch.linspace(-12, 12, 20001, device=CUDA)
     assert torch.equal(tanh(x, out=torch.empty_like(x)), torch.tanh(x))

@@ -1,4 +1,5 @@
-"""Our explicitly unrolled LSTM against nn.LSTM: same outputs, states and gradients."""
+"""Our explicitly unrolled LSTM, the plain model of mnist_lstm/model/lstm.py, against nn.LSTM: same outputs, states
+and gradients."""
 
 from __future__ import annotations
 
@@ -6,31 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_lstm.lstm import LSTMLayer, RowLSTMClassifier, StackedLSTM, TorchStackedLSTM, dropout
-
-
-def copy_into_nn_lstm(ours: StackedLSTM, reference: nn.LSTM) -> None:
-    """Slice-and-copy: the fused weight's columns are [W_ih | W_hh]; forget_bias folds into bias_ih."""
-    hidden = ours.hidden_size
-    with torch.no_grad():
-        for k, layer in enumerate(ours.layers):
-            w_ih, w_hh = layer.gates.weight.split([layer.input_size, hidden], dim=1)
-            getattr(reference, f"weight_ih_l{k}").copy_(w_ih)
-            getattr(reference, f"weight_hh_l{k}").copy_(w_hh)
-            bias = layer.gates.bias.clone()
-            bias[hidden : 2 * hidden] += layer.forget_bias
-            getattr(reference, f"bias_ih_l{k}").copy_(bias)
-            getattr(reference, f"bias_hh_l{k}").zero_()
-
-
-def nn_lstm_grads_as_ours(ours: StackedLSTM, reference: nn.LSTM) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """nn.LSTM's gradients rearranged into our (fused weight, bias) layout."""
-    grads = []
-    for k in range(len(ours.layers)):
-        w = torch.cat([getattr(reference, f"weight_ih_l{k}").grad, getattr(reference, f"weight_hh_l{k}").grad], dim=1)
-        b = getattr(reference, f"bias_ih_l{k}").grad  # d/d(bias_ih) == d/d(bias_hh) == d/d(our bias)
-        grads.append((w, b))
-    return grads
+from mnist_lstm.fast.fused import uniform_dropout
+from mnist_lstm.model.lstm import IMPLEMENTATIONS, LSTMLayer, RowLSTMClassifier, StackedLSTM, TorchStackedLSTM
+from tests.helpers import copy_into_nn_lstm, nn_lstm_grads_as_ours
 
 
 @pytest.mark.parametrize("layer_num", [1, 2, 3])
@@ -129,7 +108,9 @@ def test_custom_is_not_nn_lstm() -> None:
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
-def test_dropout_keeps_one_minus_p_scaled_up_and_routes_gradients_through_the_kept(p: float) -> None:
+@pytest.mark.parametrize("dropout", [torch.nn.functional.dropout, uniform_dropout], ids=["F.dropout", "uniform"])
+def test_dropout_keeps_one_minus_p_scaled_up_and_routes_gradients_through_the_kept(p: float, dropout) -> None:
+    """The plain model's F.dropout, and the fast implementations' (its mask drawn as uniform >= p on the CPU)."""
     torch.manual_seed(0)
     x = torch.rand(28, 128, 64, dtype=torch.double) + 0.5  # never 0: a dropped element is exactly 0
     x.requires_grad_()
@@ -140,4 +121,16 @@ def test_dropout_keeps_one_minus_p_scaled_up_and_routes_gradients_through_the_ke
     y.sum().backward()
     torch.testing.assert_close(x.grad, kept.double() / (1 - p))
     assert not torch.equal(kept, dropout(x, p, training=True) != 0)  # a new mask at every call
-    assert dropout(x, p, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert torch.equal(dropout(x, p, training=False), x) and torch.equal(dropout(x, 0.0, training=True), x)
+
+
+def test_the_model_computes_with_the_plain_loop_until_told_otherwise() -> None:
+    """The seam: a new model runs this file's lstm_loop; `use` picks a registered implementation, which changes
+    how it computes and nothing it holds."""
+    model = RowLSTMClassifier(hidden_size=8, layer_num=2)
+    assert model.lstm.implementation == "plain" and IMPLEMENTATIONS["plain"].loop.__name__ == "lstm_loop"
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.use("fused") is model and model.lstm.implementation == "fused"
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="no LSTM implementation 'gru'"):
+        model.use("gru")

@@ -4,6 +4,7 @@ and real sweeps through Hydra's basic, joblib, Optuna and submitit launchers (th
 from __future__ import annotations
 
 import csv
+import random
 from pathlib import Path
 
 import pytest
@@ -12,17 +13,19 @@ from hydra.utils import instantiate
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from mnist_lstm.sweep import (
+from mnist_lstm.run.sweep import (
     ERROR_FILE,
     UNFINISHED,
+    JobResult,
     SweepSummary,
+    log_scaled_keys,
     plot_metric,
     read_sweep,
     summarize,
     swept_keys,
+    tick_labels_overlap,
 )
-from tests.conftest import run_script
-from tests.test_config import compose_train
+from tests.helpers import compose_train, run_script
 
 # A real job, as small as it gets: 4 steps, one validation and one test batch of 1,000 images.
 TINY = ["max_steps=4", "val_every=4", "trainer.num_sanity_val_steps=0"]
@@ -98,11 +101,55 @@ def test_plot_has_the_metric_against_each_swept_parameter(made_up_sweep: Path) -
     assert keys == ["lr", "hidden_size"]
     figure = plot_metric(jobs, keys, "val/acc_best")
     lr_axis, hidden_axis = figure.axes[:2]
-    assert (lr_axis.get_xlabel(), hidden_axis.get_xlabel()) == ("lr", "hidden_size")
+    assert (lr_axis.get_xlabel(), hidden_axis.get_xlabel()) == ("lr (log scale)", "hidden_size")
     assert lr_axis.get_xscale() == "log" and hidden_axis.get_xscale() == "linear"  # lr spans two decades
     points = lr_axis.collections[0].get_offsets()  # the finished jobs only
     assert sorted(map(tuple, points.tolist())) == [(1e-4, 0.5), (1e-3, 0.7), (1e-2, 0.9)]
     assert lr_axis.collections[1].get_offsets().tolist() == [[1e-2, 0.9]]  # the best, starred
+
+
+def optuna_like_jobs(n: int, seed: int = 0) -> list[JobResult]:
+    """`n` finished jobs as Optuna's TPE gives them: lr drawn on a log scale within one decade and a half, hidden
+    sizes from a choice, dropout from an interval."""
+    generator = random.Random(seed)
+    jobs = []
+    for k in range(n):
+        overrides = {
+            "lr": f"{10 ** generator.uniform(-3.6, -2.1):.6g}",
+            "hidden_size": str(generator.choice([64, 128, 256])),
+            "dropout": f"{generator.uniform(0.0, 0.6):.4g}",
+        }
+        jobs.append(JobResult(str(k), overrides, {"val/acc_best": generator.uniform(0.9, 0.99)}))
+    return jobs
+
+
+@pytest.mark.parametrize("n", [3, 50])
+def test_the_plot_is_readable_for_a_few_jobs_and_for_many(n: int) -> None:
+    """A key searched on a log scale gets a log axis though its values span less than two decades, and no two
+    tick labels overlap, with 3 jobs (each value a tick) or 50 (a few round ticks)."""
+    jobs = optuna_like_jobs(n)
+    figure = plot_metric(jobs, ["lr", "hidden_size", "dropout"], "val/acc_best", log_scaled={"lr"})
+    lr_axis, hidden_axis, dropout_axis = figure.axes[:3]
+    assert lr_axis.get_xscale() == "log" and dropout_axis.get_xscale() == "linear"
+    assert not tick_labels_overlap(figure)
+    for axis in (lr_axis, dropout_axis):
+        ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+        assert 2 <= len(ticks) <= 7, (axis.get_xlabel(), ticks)
+    assert sorted(float(t.get_text()) for t in hidden_axis.get_xticklabels()) == sorted(
+        {float(job.overrides["hidden_size"]) for job in jobs}
+    )
+
+
+def test_a_sweep_remembers_which_keys_it_searched_on_a_log_scale(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create(
+            {"hydra": {"sweeper": {"params": {"lr": "tag(log, interval(1e-4, 1e-2))", "dropout": "interval(0, 0.5)"}}}}
+        ),
+        sweep / "0" / ".hydra" / "hydra.yaml",
+    )
+    assert log_scaled_keys(sweep) == {"lr"}
 
 
 def test_a_single_swept_value_is_still_a_column_when_declared(tmp_path: Path) -> None:

@@ -7,19 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_accuracy
 
-import mnist_lstm.module
+import mnist_lstm.model.module
 from mnist_lstm.data import MNISTDataModule
-from mnist_lstm.module import RowLSTMModule
-from tests.conftest import quiet_cpu_trainer, run_script
-
-
-def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+from mnist_lstm.model.module import RowLSTMModule
+from tests.helpers import quiet_cpu_trainer, run_script, scalars
 
 
 def test_run_writes_checkpoints_and_resolved_config(tiny_run: tuple[Path, str]) -> None:
@@ -73,7 +66,7 @@ def test_training_metrics_are_computed_and_logged_only_on_the_steps_lightning_wr
         return multiclass_accuracy(*args, **kwargs)
 
     monkeypatch.setattr(RowLSTMModule, "log", spy)
-    monkeypatch.setattr(mnist_lstm.module, "multiclass_accuracy", accuracy)
+    monkeypatch.setattr(mnist_lstm.model.module, "multiclass_accuracy", accuracy)
     model = RowLSTMModule(hidden_size=8, layer_num=1, optimizer=partial(torch.optim.Adam, lr=1e-3))
     data = MNISTDataModule(str(mnist_dir), batch_size=16, download=False)
     trainer = quiet_cpu_trainer(max_steps=12, log_every_n_steps=4)

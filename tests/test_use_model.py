@@ -15,9 +15,9 @@ from PIL import Image
 
 from mnist_lstm.checkpoint import load_model
 from mnist_lstm.data import load_mnist
-from mnist_lstm.figures import per_row_probabilities
-from mnist_lstm.images import to_mnist
-from tests.conftest import run_script
+from mnist_lstm.use.figures import per_row_probabilities
+from mnist_lstm.use.images import to_mnist
+from tests.helpers import run_script
 
 
 def best_checkpoint(run_dir: Path) -> Path:

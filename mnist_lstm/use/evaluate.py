@@ -15,10 +15,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from mnist_lstm.checkpoint import load_model
-from mnist_lstm.figures import confusion_figure
-from mnist_lstm.module import RowLSTMModule
-from mnist_lstm.resume import run_dir_of
+from mnist_lstm.checkpoint import load_model, run_dir_of
+from mnist_lstm.model.module import RowLSTMModule
+from mnist_lstm.use.figures import confusion_figure
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from matplotlib.gridspec import GridSpec
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from mnist_lstm.lstm import RowLSTMClassifier
+from mnist_lstm.model.lstm import RowLSTMClassifier
 
 TRUE = "#2ca02c"  # the true class, in green
 WRONG = "#d62728"  # the predicted class where it is not the true one, in red

@@ -16,8 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mnist_lstm.cli.command_line import prepare_command_line
 from mnist_lstm.errors import UserError
-from mnist_lstm.overrides import prepare_command_line
 
 T = TypeVar("T")
 

@@ -1,9 +1,9 @@
-"""FusedLSTMLoop with each timestep's elementwise work as one Triton kernel (GPU training, `model.triton=true`).
+"""FusedLSTMLoop with each timestep's elementwise work as one Triton kernel (GPU training, `speed.loop=triton`).
 
 On a GPU our loop is many small kernels: per timestep and layer the recurrent matmul, then 14 elementwise
 ones in the forward (activations, the cell, the local derivatives) and 4 in the backward, ~1,360 per training
 step at the tutorial's shape, each too short to fill the GPU. Here the same loop, with the same buffers and the
-same math as `FusedLSTMLoop` (mnist_lstm/lstm.py, read that first), runs those elementwise ops as one kernel
+same math as `FusedLSTMLoop` (mnist_lstm/fast/fused.py, read that first), runs those elementwise ops as one kernel
 per timestep each way: 4 kernels per timestep and layer instead of 20. The matmuls stay PyTorch's (cuBLAS).
 
 Each kernel instance handles BLOCK of the batch * hidden cells of one timestep; cell (b, k) reads its four
@@ -21,7 +21,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from mnist_lstm.lstm import input_gradients, saved_once
+from mnist_lstm.fast.fused import input_gradients, saved_once
 
 BLOCK = 1024  # cells per kernel instance
 

@@ -1,5 +1,5 @@
-"""What a Hydra multirun adds to single runs: a TensorBoard run name per job, a record of every failed job,
-and the sweep summary.
+"""What a Hydra multirun adds to single runs: a record of every failed job, and the sweep summary. (Each job's
+TensorBoard run name: mnist_lstm/config/resolvers.py.)
 
 The summary is built from the sweep directory alone (each job's `.hydra/overrides.yaml`, `metrics.yaml`
 and, for a failed job, `error.yaml`), so the Hydra callback below writes it when the multirun ends and
@@ -21,32 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 ERROR_FILE = "error.yaml"  # written into a failed job's directory by SweepSummary.on_job_end
 UNFINISHED = "no metrics.yaml and no error.yaml: killed, timed out or still running (see its log)"
-
-
-def sweep_run_name() -> str:
-    """`${sweep_run_name:}` in conf/logger/tensorboard.yaml: in a multirun the job's overrides
-    (`hydra.job.override_dirname`, e.g. `hidden_size=64,layer_num=2`), so TensorBoard tells the jobs
-    apart; in a single run "" (its events stay in `<run>/tensorboard/`)."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return ""
-    # A value holding a path must not turn into sub-directories (or an absolute path); names stay < 255 bytes.
-    return HydraConfig.get().job.override_dirname.replace(os.sep, "_")[:200]
-
-
-if not OmegaConf.has_resolver("sweep_run_name"):
-    OmegaConf.register_new_resolver("sweep_run_name", sweep_run_name)
 
 
 @dataclass
@@ -98,8 +87,8 @@ def read_sweep(sweep_dir: Path) -> list[JobResult]:
     return [job for job in map(read_job, dirs) if job is not None]
 
 
-def declared_sweep_keys(sweep_dir: Path) -> list[str]:
-    """Keys swept on the command line or in `hydra.sweeper.params` (e.g. Optuna's search space), as
+def declared_sweeps(sweep_dir: Path) -> list[Override]:
+    """The sweep overrides of the command line and of `hydra.sweeper.params` (e.g. Optuna's search space), as
     recorded in `multirun.yaml` (Hydra's basic sweeper writes it) or else in a job's `.hydra/hydra.yaml`."""
     multirun = sweep_dir / "multirun.yaml"
     source = multirun if multirun.is_file() else next(iter(sorted(sweep_dir.glob("*/.hydra/hydra.yaml"))), None)
@@ -110,8 +99,17 @@ def declared_sweep_keys(sweep_dir: Path) -> list[str]:
     typed = [f"{k}={v}" for k, v in params.items()]
     if source == multirun:  # a job's own hydra.yaml holds that job's overrides, not the sweep's
         typed += list((hydra_cfg.get("overrides") or {}).get("task") or [])
-    overrides = OverridesParser.create().parse_overrides(typed)
-    return [o.key_or_group for o in overrides if o.is_sweep_override()]
+    return [o for o in OverridesParser.create().parse_overrides(typed) if o.is_sweep_override()]
+
+
+def declared_sweep_keys(sweep_dir: Path) -> list[str]:
+    """The keys of `declared_sweeps`."""
+    return [o.key_or_group for o in declared_sweeps(sweep_dir)]
+
+
+def log_scaled_keys(sweep_dir: Path) -> set[str]:
+    """The keys searched on a log scale (`tag(log, interval(...))`, as conf/hparams_search/optuna.yaml's lr)."""
+    return {o.key_or_group for o in declared_sweeps(sweep_dir) if "log" in getattr(o.value(), "tags", ())}
 
 
 def sweep_metric(sweep_dir: Path, default: str = "val/acc_best") -> str:
@@ -157,43 +155,84 @@ def _number(text: str) -> float | None:
         return None
 
 
-def plot_metric(jobs: list[JobResult], keys: list[str], metric: str) -> Figure:
+def plot_metric(jobs: list[JobResult], keys: list[str], metric: str, log_scaled: set[str] = frozenset()) -> Figure:
     """One panel per swept parameter: each finished job's `metric` against that parameter's value.
-    Numeric values on a numeric axis (log-scaled when they span two decades), others as categories."""
+
+    Numeric values on a numeric axis, log-scaled for the keys in `log_scaled` (searched on a log scale) and for
+    values that span two decades; the values themselves as ticks when there are few (a grid) and they fit, a few
+    round ticks otherwise, as many as fit without overlapping. Other values as categories.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # here: a training run imports this module but never plots
 
     done = [job for job in jobs if not job.failed and not math.isnan(job.metrics.get(metric, math.nan))]
     keys = keys or ["job"]
     fig = Figure(figsize=(4.0 * len(keys), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)  # (draws it, to see whether tick labels overlap)
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     best = rank(done, metric)[0] if done else None
+    tickings = []
     for ax, key in zip(axes, keys, strict=True):
         values = [job.name if key == "job" else job.overrides.get(key, "") for job in done]
         numbers = [_number(v) for v in values]
         if numbers and all(n is not None for n in numbers):
             xs: list[Any] = numbers
-            if min(numbers) > 0 and max(numbers) / min(numbers) >= 100:
+            log = min(numbers) > 0 and (key in log_scaled or max(numbers) / min(numbers) >= 100)
+            if log:
                 ax.set_xscale("log")
-            distinct = sorted(set(numbers))
-            if len(distinct) <= 8:  # a grid: tick exactly the values tried
-                ax.set_xticks(distinct, [f"{n:g}" for n in distinct])
-                ax.minorticks_off()
+            tickings.append((ax, _tickings(sorted(set(numbers)), log)))
         else:
             categories = list(dict.fromkeys(values))
             xs = [categories.index(v) for v in values]
             ax.set_xticks(range(len(categories)), categories)
         ys = [job.metrics[metric] for job in done]
-        ax.scatter(xs, ys, color="tab:blue")
+        ax.scatter(xs, ys, color="tab:blue", alpha=0.8)
         if best is not None:
             i = done.index(best)
             ax.scatter([xs[i]], [ys[i]], marker="*", s=200, color="tab:orange", label=f"best (job {best.name})")
             ax.legend(loc="best", fontsize="small")
-        ax.set_xlabel(key)
+        ax.set_xlabel(key + (" (log scale)" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     failed = sum(job.failed for job in jobs)
     fig.suptitle(f"{metric}: {len(done)} jobs" + (f" ({failed} failed, not shown)" if failed else ""))
+    for ax, options in tickings:  # the most detailed ticks whose labels do not overlap
+        for apply in options:
+            apply(ax)
+            fig.canvas.draw()
+            if not _overlapping(ax, fig.canvas.get_renderer()):
+                break
     return fig
+
+
+def _tickings(distinct: list[float], log: bool) -> list[Callable[[Axes], None]]:
+    """Ways to tick a numeric axis, from the most detailed: each value tried (a grid of few values), then round
+    values, fewer and fewer; every label written as %g (0.001, 256)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
+
+    def ticking(locator: Any) -> Callable[[Axes], None]:
+        def apply(ax: Axes) -> None:
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+
+        return apply
+
+    options = [ticking(FixedLocator(distinct))] if len(distinct) <= 6 else []
+    if log:
+        return options + [ticking(LogLocator(subs=subs)) for subs in ((1.0, 2.0, 5.0), (1.0, 3.0), (1.0,))]
+    return options + [ticking(MaxNLocator(nbins=n)) for n in (6, 4, 3, 2)]
+
+
+def _overlapping(ax: Axes, renderer: Any) -> bool:
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def tick_labels_overlap(fig: Figure) -> bool:
+    """Whether any two x tick labels of any panel of `fig` overlap, as drawn."""
+    fig.canvas.draw()
+    return any(_overlapping(ax, fig.canvas.get_renderer()) for ax in fig.axes)
 
 
 def _fmt(value: float | None) -> str:
@@ -278,7 +317,7 @@ def summarize(sweep_dir: str | Path, metric: str = "val/acc_best", mode: str = "
     _write_atomically(md_path, lambda p: p.write_text(markdown))
 
     png_path = sweep_dir / "summary.png"
-    figure = plot_metric(jobs, keys, metric)
+    figure = plot_metric(jobs, keys, metric, log_scaled_keys(sweep_dir))
     _write_atomically(png_path, lambda p: figure.savefig(p, format="png", dpi=100))
     return Summary(markdown, [csv_path, md_path, png_path])
 

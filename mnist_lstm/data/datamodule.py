@@ -1,121 +1,14 @@
-"""MNIST as 28-step sequences of 28-pixel rows, held in memory as tensors."""
+"""MNIST as 28-step sequences of 28-pixel rows, held in memory as tensors, for Lightning."""
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import io
-import os
-import zlib
-from pathlib import Path
-
 import lightning as L
 import torch
-from filelock import FileLock
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision.datasets import MNIST
-from torchvision.datasets.utils import check_integrity
 
-from mnist_lstm.errors import UserError
-from mnist_lstm.resume import ResumableShuffle
-
-MNIST_FILES = tuple(name for name, _md5 in MNIST.resources)  # the four original .gz files
-# The size of each file torchvision extracts from them: an IDX header, then one byte per pixel or label.
-EXTRACTED_SIZES = {
-    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
-    "train-labels-idx1-ubyte": 8 + 60_000,
-    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
-    "t10k-labels-idx1-ubyte": 8 + 10_000,
-}
-
-
-def raw_dir(data_dir: str | Path) -> Path:
-    """Where torchvision looks for (and downloads) the four original MNIST files."""
-    return Path(data_dir) / "MNIST" / "raw"
-
-
-def missing_data_message(data_dir: str | Path, reason: str) -> str:
-    return (
-        f"MNIST is not in {raw_dir(data_dir)} and could not be downloaded ({reason}); "
-        f"put the four original files {', '.join(MNIST_FILES)} into that folder "
-        "(e.g. cp ../shared/data/MNIST/raw/*.gz there) or point data.data_dir=<dir> at a folder holding MNIST/raw/"
-    )
-
-
-def damage(path: Path, md5: str) -> str | None:
-    """What is wrong with an original MNIST file that is present: truncated, corrupted or another file
-    (its md5 differs from the published one); None when it is good."""
-    if check_integrity(str(path), md5):
-        return None
-    try:
-        with gzip.open(path) as file:
-            while file.read(1 << 22):
-                pass
-    except EOFError:
-        return "truncated (it ends before its compressed data does)"
-    except (OSError, zlib.error):  # gzip.BadGzipFile is an OSError
-        return "corrupted (not a readable gzip file)"
-    return f"not the original file (checksum mismatch: its md5 is not the published {md5})"
-
-
-def damaged_data_message(data_dir: str | Path, name: str, reason: str) -> str:
-    path = raw_dir(data_dir) / name
-    return (
-        f"{path} is {reason}; replace it with the original (e.g. cp ../shared/data/MNIST/raw/{name} {path.parent}/) "
-        "or delete it to download it again"
-    )
-
-
-def _remove_partial_extractions(folder: Path) -> None:
-    """Delete extracted files of the wrong size (an extraction that was killed half-way), so torchvision
-    extracts them again from the verified .gz files instead of reading half a file."""
-    for name, size in EXTRACTED_SIZES.items():
-        if (folder / name).is_file() and (folder / name).stat().st_size != size:
-            (folder / name).unlink()
-
-
-def ensure_mnist(data_dir: str | Path, download: bool = True) -> None:
-    """Make `<data_dir>/MNIST/raw/` hold the verified, extracted MNIST files.
-
-    With the four original `.gz` files there, torchvision checks their md5 sums and extracts them
-    without touching the network; files that are missing or fail the check are downloaded if
-    `download`, and otherwise the run stops here with one line saying what to do: for a file that is
-    there but damaged, which file and what is wrong with it.
-    """
-    folder = raw_dir(data_dir)
-    # One process at a time (runs of a sweep share the folder): none may read a file another is extracting.
-    writable = folder.is_dir() and os.access(folder, os.W_OK)  # a read-only copy is never extracted into
-    with FileLock(folder / ".lock") if writable else contextlib.nullcontext():
-        _ensure_mnist(data_dir, folder, download)
-
-
-def _ensure_mnist(data_dir: str | Path, folder: Path, download: bool) -> None:
-    present = [(name, md5) for name, md5 in MNIST.resources if (folder / name).is_file()]
-    damaged = {name: reason for name, md5 in present if (reason := damage(folder / name, md5))}
-    if damaged and not download:
-        raise UserError(damaged_data_message(data_dir, *next(iter(damaged.items()))))
-    if len(present) < len(MNIST.resources) and not download:
-        raise UserError(missing_data_message(data_dir, "downloading is off: data.download=false"))
-    _remove_partial_extractions(folder)
-    try:
-        # torchvision prints its download and extraction chatter; a failure is reported below instead.
-        with contextlib.redirect_stdout(io.StringIO()):
-            MNIST(str(data_dir), train=True, download=True)
-    except (RuntimeError, OSError) as err:
-        if damaged:  # and it could not be downloaded again
-            raise UserError(damaged_data_message(data_dir, *next(iter(damaged.items())))) from err
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(missing_data_message(data_dir, reason)) from err
-
-
-def load_mnist(data_dir: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official MNIST split as (images float32 (N, 28, 28) in [0, 1], labels int64 (N,)); see ensure_mnist."""
-    try:
-        dataset = MNIST(str(data_dir), train=train, download=False)
-    except RuntimeError as err:
-        raise UserError(missing_data_message(data_dir, "not prepared yet")) from err
-    return dataset.data.float().div_(255.0), dataset.targets.long()
+from mnist_lstm.data.files import ensure_mnist, load_mnist
+from mnist_lstm.data.shuffle import ResumableShuffle
 
 
 class InMemory(TensorDataset):
@@ -158,7 +51,7 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
         num_workers: int = 0,
         pin_memory: bool = False,
-        on_device: bool | str = "auto",
+        on_device: bool | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = data_dir
@@ -197,8 +90,8 @@ class MNISTDataModule(L.LightningDataModule):
             )
 
     def _keep_on(self, device: torch.device) -> bool:
-        """Whether the splits move to `device` once (on_device: true, or auto on a GPU)."""
-        if self.on_device == "auto":
+        """Whether the splits move to `device` once (on_device: true, or null on a GPU)."""
+        if self.on_device is None:  # (auto)
             return device.type == "cuda"
         return bool(self.on_device) and device.type != "cpu"
 

@@ -13,44 +13,25 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-import mnist_lstm.sweep  # noqa: F401  (registers ${sweep_run_name:}, the TensorBoard run name of a multirun job)
-from mnist_lstm.callbacks import CheckpointOnInterrupt
+from mnist_lstm import fast
 from mnist_lstm.checkpoint import load_checkpoint
-from mnist_lstm.config import validate
+from mnist_lstm.config.checks import hyperparameters
 from mnist_lstm.errors import UserError
-from mnist_lstm.nvml import skip_the_nvml_check_without_nvml
+from mnist_lstm.run.callbacks import CheckpointOnInterrupt
 
 log = logging.getLogger(__name__)
 
 
-def _hyperparameters(cfg: DictConfig) -> dict:
-    """The flat, resolved knobs worth comparing runs by, for TensorBoard's HPARAMS tab."""
-    keys = ["layer_num", "hidden_size", "dropout", "lr", "batch_size", "max_steps", "seed"]
-    params = {key: cfg[key] for key in keys if key in cfg}
-    params["cell"] = cfg.model.cell
-    params["forget_bias"] = cfg.model.forget_bias
-    return params
-
-
-def _logger(logger_cfg: DictConfig, resumed_step: int | None) -> Logger:
-    """A logger from its config; TensorBoard's, when resuming, purges the events the stopped run logged
-    from the checkpoint's step on, so the resumed run's curves continue without a doubled stretch."""
-    if resumed_step is not None and str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
-        return hydra.utils.instantiate(logger_cfg, purge_step=resumed_step)
-    return hydra.utils.instantiate(logger_cfg)
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train and test one model as `cfg` says; return the final metrics (val/acc_best, test/acc...)."""
-    validate(cfg)
-    skip_the_nvml_check_without_nvml()  # ~0.6 ms of every Adam step on a machine without NVIDIA's driver
+    """Train and test one model as `cfg` says (checked already: mnist_lstm/cli/); return the final metrics
+    (val/acc_best, test/acc...)."""
     output_dir = Path(cfg.paths.output_dir)
-
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()  # fail on missing data now, before a model or logger exists
 
     L.seed_everything(cfg.seed, workers=True)
-    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    # The model and how it learns (conf/model/); how fast it computes is the run's speed setting (conf/speed/).
+    model = hydra.utils.instantiate(cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     ckpt_path = cfg.get("ckpt_path")
     # A resumed run continues its TensorBoard curves: whatever the stopped run logged after its checkpoint is hidden.
@@ -63,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise UserError(
             f"the Trainer refused its options: {reason}; change trainer=... or trainer.* overrides"
         ) from err
+    fast.speed_up(model, cfg.speed.loop, cfg.speed.compile, trainer.strategy.root_device)
 
     log.info(f"Run directory: {output_dir.resolve()}")
     for logger in loggers:
@@ -76,7 +58,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         sys.exit(interrupt.exit_code if interrupt else 143)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
-    if cfg.get("test"):
+    if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("No best checkpoint (e.g. fast_dev_run): testing the final weights")
@@ -87,9 +69,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Hyperparameters against real metrics (not Lightning's placeholder hp_metric).
     summary = {f"hparams/{k.replace('/', '_')}": metrics[k] for k in ("val/acc_best", "test/acc") if k in metrics}
     for logger in loggers:
-        logger.log_hyperparams(_hyperparameters(cfg), metrics=summary)
+        logger.log_hyperparams(hyperparameters(cfg), metrics=summary)
         logger.finalize("success")
     log.info("Final metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     if trainer.is_global_zero:  # under DDP every process gets here with the same (synchronised) metrics
         OmegaConf.save(OmegaConf.create(metrics), output_dir / "metrics.yaml")
     return metrics
+
+
+def _logger(logger_cfg: DictConfig, resumed_step: int | None) -> Logger:
+    """A logger from its config; TensorBoard's, when resuming, purges the events the stopped run logged
+    from the checkpoint's step on, so the resumed run's curves continue without a doubled stretch."""
+    if resumed_step is not None and str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
+        return hydra.utils.instantiate(logger_cfg, purge_step=resumed_step)
+    return hydra.utils.instantiate(logger_cfg)

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from mnist_lstm.checkpoint import load_model
 from mnist_lstm.errors import UserError
-from mnist_lstm.figures import per_row_probabilities, reading_figure
-from mnist_lstm.images import load_digit
+from mnist_lstm.use.figures import per_row_probabilities, reading_figure
+from mnist_lstm.use.images import load_digit
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """The command line, checked against the composed config before Hydra runs it.
 
-Hydra reports an unknown key or a missing config with a multi-line message, and it writes the run's
-`.hydra/` before our task can refuse anything. Composing the config here first lets every mistake end in
-one line with nothing written: unknown keys (with a "did you mean"), unknown config choices, values out of
-range (every value of a sweep too), an existing run directory, and a checkpoint that cannot be resumed.
-A checkpoint inside a run (`<run>/checkpoints/*.ckpt`) is resumed into that run, with its own overrides.
+Hydra reports an unknown key or a missing config with a multi-line message, and it writes the run's `.hydra/`
+before the task could refuse anything. Composing the config here first (Hydra's public compose API) lets every
+mistake end in one line with nothing written: unknown keys (with a "did you mean"), unknown config choices,
+values of the wrong type or out of range (every value a sweep will try too), an existing run directory, and a
+checkpoint that cannot be resumed. A checkpoint inside a run (`<run>/checkpoints/*.ckpt`) is resumed into that
+run, with its own overrides. What is checked, and the messages, come from the schema (mnist_lstm/config/).
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.utils import get_args_parser  # the parser hydra.main itself reads sys.argv with
+
+# The parser hydra.main itself reads sys.argv with: Hydra has no public one, and reading the command line as
+# hydra.main will is the point (hydra-core is pinned below 1.4).
+from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, OverrideType
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lstm.config import RULES, check_value, validate
+from mnist_lstm.config import checks, renamed
+from mnist_lstm.config.schema import SCHEMAS
 from mnist_lstm.errors import UserError
-from mnist_lstm.resume import resume_overrides, run_of_checkpoint
-
-# Architecture fields of a checkpoint's hyper_parameters, and the override that sets each.
-ARCHITECTURE = {"layer_num": "layer_num", "hidden_size": "hidden_size", "cell": "model.cell"}
-ARCHITECTURE |= {"forget_bias": "model.forget_bias", "input_size": "model.input_size"}
+from mnist_lstm.run.resume import resume_overrides, run_of_checkpoint
 
 
 def prepare_command_line(config_dir: Path, config_name: str, argv: list[str], resumable: bool = False) -> list[str]:
@@ -54,12 +55,16 @@ def prepare_command_line(config_dir: Path, config_name: str, argv: list[str], re
         overrides = resume_overrides(run_dir, overrides, list(settings))
         parsed = [_parse(line) for line in overrides]
 
+    schema = SCHEMAS[config_name]
     cfg = compose_config(config_dir, config_name, parsed)
-    validate(cfg)
-    for override in parsed:  # a sweep's values: each one a job will run with
-        if override.is_sweep_override() and override.key_or_group in RULES:
-            for value in _sweep_values(override):
-                check_value(override.key_or_group, value, RULES[override.key_or_group])
+    _refuse_wiring(config_dir, config_name, parsed)
+    knobs = checks.knobs(schema)
+    # The values as typed (a sweep's: each one a job will run with), then the whole config, the YAML's values too.
+    for override in [*parsed, *_sweeper_params(cfg)]:
+        if override.key_or_group in knobs and override.type != OverrideType.DEL:
+            for value in _sweep_values(override) if override.is_sweep_override() else [override.value()]:
+                checks.check_value(override.key_or_group, value, *knobs[override.key_or_group])
+    checks.check(cfg, schema)
     if not args.cfg:  # --cfg only prints the config
         check_output_dir(cfg, args.multirun, run_dir if resuming else None)
     if resumable and ckpt_path:
@@ -75,15 +80,21 @@ def compose_config(config_dir: Path, config_name: str, parsed: list[Override]) -
     try:
         return _compose(config_dir, config_name, lines)
     except MissingConfigException as err:
-        raise UserError(_missing_config_message(err, parsed)) from err
+        raise UserError(_missing_config_message(err)) from err
     except ConfigCompositionException as err:
-        override = next((o for o in parsed if f"'{o.key_or_group}'" in str(err).splitlines()[0]), None)
+        cause = err.__cause__
+        key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
+        override = next((o for o in parsed if o.key_or_group == key), None)
+        if override is not None and str(err).startswith("Error merging override"):  # a value of the wrong type
+            raise UserError(_wrong_type_message(config_name, override)) from err
+        override = next((o for o in parsed if f"'{o.key_or_group}'" in str(err).splitlines()[0]), override)
         if override is not None and str(err).startswith("Could not override"):
             others = [line for line, o in zip(lines, parsed, strict=True) if o is not override]
             try:
-                raise UserError(_unknown_key_message(override, _compose(config_dir, config_name, others))) from err
-            except ConfigCompositionException:  # another override is wrong too: report this one plainly
-                raise UserError(_unknown_key_message(override, None)) from err
+                known = _compose(config_dir, config_name, others)
+            except (ConfigCompositionException, MissingConfigException):  # another override is wrong too
+                known = None
+            raise UserError(_unknown_key_message(override, known)) from err
         raise UserError("; ".join(line.strip() for line in str(err).splitlines() if line.strip())) from err
 
 
@@ -113,23 +124,47 @@ def check_resume(cfg: DictConfig, ckpt_path: str) -> None:
     hparams = checkpoint["hyper_parameters"]
     differ = {
         field: (hparams[field], cfg.model[field])
-        for field in ARCHITECTURE
+        for field in checks.architecture()
         if field in hparams and field in cfg.model and hparams[field] != cfg.model[field]
     }
     if differ:
+        spelling = {nested.removeprefix("model."): knob for nested, knob in checks.wiring(cfg).items()}
         found = ", ".join(
             f"{f}={old!r} in the checkpoint but {new!r} in the config" for f, (old, new) in differ.items()
         )
-        fix = " ".join(f"{ARCHITECTURE[f]}={ckpt}" for f, (ckpt, _) in differ.items())
+        fix = " ".join(f"{spelling.get(f, f'model.{f}')}={ckpt}" for f, (ckpt, _) in differ.items())
         raise UserError(f"{ckpt_path} holds a model of another architecture: {found}; resume it with {fix}")
     step = int(checkpoint.get("global_step", 0))
     if OmegaConf.select(cfg, "trainer.fast_dev_run"):
         raise UserError(f"debug=fdr (trainer.fast_dev_run) saves nothing and cannot resume {ckpt_path}: drop one")
-    if "max_steps" in cfg and cfg.max_steps <= step:
+    if cfg.max_steps <= step:
         raise UserError(
             f"{ckpt_path} is at step {step}, which already reaches max_steps={cfg.max_steps}: "
             f"raise max_steps (e.g. max_steps={2 * step}) to train further"
         )
+
+
+def _refuse_wiring(config_dir: Path, config_name: str, parsed: list[Override]) -> None:
+    """`model.layer_num=3` would set what `layer_num` sets: one spelling per knob, the top-level one."""
+    nested = [o for o in parsed if "." in o.key_or_group and not o.key_or_group.startswith("hydra.")]
+    if not nested:
+        return
+    # What the nested keys are before these overrides set them.
+    wired = checks.wiring(_compose(config_dir, config_name, [_single_job(o) for o in parsed if o not in nested]))
+    for override in nested:
+        knob = wired.get(override.key_or_group)
+        if knob is not None:
+            value = override.input_line.partition("=")[2]
+            raise UserError(
+                f"{override.key_or_group} is set from {knob}, the key to set: write {knob}={value} "
+                f"instead of {override.input_line!r}"
+            )
+
+
+def _sweeper_params(cfg: DictConfig) -> list[Override]:
+    """The search space a sweeper draws from (`hydra.sweeper.params`, e.g. conf/hparams_search/optuna.yaml)."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    return [_parse(f"{key}={value}") for key, value in params.items()]
 
 
 def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
@@ -169,6 +204,15 @@ def _single_job(override: Override) -> str:
     return f"{prefix}{override.get_key_element()}={first}"
 
 
+def _wrong_type_message(config_name: str, override: Override) -> str:
+    key = override.key_or_group
+    knob = checks.knobs(SCHEMAS[config_name]).get(key)
+    value = _plain_value(override)
+    if knob is None:
+        return f"invalid value {override.input_line!r}: {key} does not take {value!r}"
+    return f"invalid value {key}={value!r}: {checks.must_be(key, *knob)}"
+
+
 def _keys(node: Any, prefix: str = "") -> list[str]:
     if not isinstance(node, dict):
         return []
@@ -181,6 +225,9 @@ def _keys(node: Any, prefix: str = "") -> list[str]:
 
 def _unknown_key_message(override: Override, cfg: DictConfig | None) -> str:
     key = override.key_or_group
+    moved = renamed.hint(key)
+    if moved:
+        return f"unknown key {key!r} in {override.input_line!r}: {moved}"
     keys = _keys(OmegaConf.to_container(cfg, resolve=False)) if cfg is not None else []
     keys = [k for k in keys if not k.rpartition(".")[2].startswith("_")]  # not _target_, _partial_
     if not key.startswith("hydra."):
@@ -190,6 +237,8 @@ def _unknown_key_message(override: Override, cfg: DictConfig | None) -> str:
         parent = key.rpartition(".")[0]
         siblings = [k for k in keys if k.rpartition(".")[0] == parent]
         close = difflib.get_close_matches(key, siblings, n=3, cutoff=0.4)
+    wired = checks.wiring(cfg) if cfg is not None else {}
+    close = list(dict.fromkeys(wired.get(k, k) for k in close))  # one spelling per knob: the one to set
     suggestion = f"did you mean {' or '.join(close)}?" if close else "no key of the config is close."
     return (
         f"unknown key {key!r} in {override.input_line!r}: {suggestion} "
@@ -197,7 +246,7 @@ def _unknown_key_message(override: Override, cfg: DictConfig | None) -> str:
     )
 
 
-def _missing_config_message(err: MissingConfigException, parsed: list[Override]) -> str:
+def _missing_config_message(err: MissingConfigException) -> str:
     missing = err.missing_cfg_file or ""
     group, _, choice = missing.rpartition("/")
     if err.options and group:

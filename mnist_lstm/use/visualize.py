@@ -9,13 +9,12 @@ from omegaconf import DictConfig, ListConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from mnist_lstm.checkpoint import load_model
+from mnist_lstm.checkpoint import load_model, run_dir_of
 from mnist_lstm.data import ensure_mnist, load_mnist
 from mnist_lstm.errors import UserError
-from mnist_lstm.evaluate import all_logits
-from mnist_lstm.figures import per_row_probabilities, reading_figure
-from mnist_lstm.module import RowLSTMModule
-from mnist_lstm.resume import run_dir_of
+from mnist_lstm.model.module import RowLSTMModule
+from mnist_lstm.use.evaluate import all_logits
+from mnist_lstm.use.figures import per_row_probabilities, reading_figure
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": True, "test": False}  # split -> torchvision's `train` flag: the official files
@@ -46,10 +45,6 @@ def most_confidently_wrong(model: RowLSTMModule, images: Tensor, labels: Tensor,
 def visualize(cfg: DictConfig) -> list[Path]:
     """Run visualize.py's config: write `<out>/reading_<split>_<index>.png` for each chosen digit."""
     model = load_model(cfg.ckpt_path, cfg.device)
-    if cfg.split not in SPLITS:
-        raise UserError(f"invalid value split={cfg.split!r}: split must be 'test' or 'train' (the official files)")
-    if isinstance(cfg.wrong, bool) or not isinstance(cfg.wrong, int) or cfg.wrong < 0:
-        raise UserError(f"invalid value wrong={cfg.wrong!r}: wrong must be an integer >= 0 (e.g. wrong=5)")
     ensure_mnist(cfg.data.data_dir, cfg.data.download)
     images, labels = load_mnist(cfg.data.data_dir, train=SPLITS[cfg.split])
 

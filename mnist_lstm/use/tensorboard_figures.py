@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lstm.figures import confusion_figure, per_row_probabilities, reading_figure
+from mnist_lstm.use.figures import confusion_figure, per_row_probabilities, reading_figure
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,295 @@
+"""CUDA graphs for the training step: its launches captured once, replayed with one call (speed.cuda_graph).
+
+Our LSTM launches a few small kernels per timestep and layer, about a thousand per training step; on a GPU
+the CPU can then spend longer launching them than the GPU spends running them. A CUDA graph records the
+launches once and replays them with a single call. Two ways, each a subclass of RowLSTMModule that the run
+builds instead of it (`mnist_lstm.fast.module_class`):
+
+- `ForwardBackwardGraphModule` (speed.cuda_graph=forward_backward) replays the network's forward and backward
+  from `GraphedTraining` (torch.cuda.make_graphed_callables). The loss, the optimiser step and the metrics stay
+  outside, so Lightning, gradient clipping and learning-rate schedules work unchanged.
+- `WholeStepGraphModule` (speed.cuda_graph=whole_step) replays the whole step from `GraphedStep`: forward, loss,
+  backward and the optimiser's update (with gradient clipping, if asked). The CPU then launches one graph per
+  step and runs no autograd or optimiser code, at the price of what a replay cannot change: no gradient
+  accumulation, no learning-rate schedule.
+
+Why subclasses: the whole step in one graph replaces what Lightning's loop does around `training_step` (zeroing
+the gradients, the backward pass, the optimiser step), and only the LightningModule's own hooks can replace that.
+A callback cannot, and a strategy would take over device placement and DDP as well. The subclasses take the same
+arguments as RowLSTMModule, so their checkpoints are the plain module's.
+
+A graph replays fixed shapes: it serves the batches of the shape it was captured with (every full training
+batch); the last, smaller batch of an epoch, validation and test run as usual. Both capture the largest batch
+they have seen: a run resumed just before an epoch's last batch sees that smaller one first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from mnist_lstm.config.checks import cuda_graph_precision_refusal, whole_step_refusal
+from mnist_lstm.errors import UserError
+from mnist_lstm.model.module import Batch, RowLSTMModule
+
+
+class _Forward(nn.Module):
+    """Holds the network for make_graphed_callables, which replaces the forward of the module it is given:
+    the network itself stays untouched, to run batches of other shapes and in eval mode."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+
+class GraphedTraining:
+    """`net` in training mode, replayed from a CUDA graph for batches shaped like the largest one it has seen
+    (captured again if a larger batch comes later)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+        self.graphed: nn.Module | None = None
+        self.shape: torch.Size | None = None
+
+    def __call__(self, images: Tensor) -> Tensor:
+        if not (self.net.training and images.is_cuda and torch.is_grad_enabled()):
+            return self.net(images)
+        if self.graphed is None or len(images) > self.shape[0]:
+            _refuse_autocast("forward_backward")
+            self.shape = images.shape
+            # Captured on a copy: the graph's input lives at a fixed address that each replay copies into.
+            self.graphed = torch.cuda.make_graphed_callables(_Forward(self.net), (images.detach().clone(),))
+        return self.graphed(images) if images.shape == self.shape else self.net(images)
+
+
+class GraphedStep:
+    """A whole training step, replayed from one CUDA graph for batches shaped like the largest one it has seen
+    before the capture.
+
+    `step(images, labels) -> (loss, logits)` is the step written out op by op: it sets the gradients to None,
+    then runs the forward, the loss, the backward pass and the optimiser's update. On a GPU the first `warmup`
+    batches of that shape run it as it is, on a side stream, as torch.cuda.graph asks (they create Adam's state
+    and cuBLAS' workspace, and compile Triton's kernels); the next one captures it. A larger batch before the
+    capture starts the warm-up again with its shape (Triton compiles its kernels anew for other sizes). From
+    then on a batch is two copies into the graph's inputs and one replay. The gradients are None when it is
+    captured, so they are allocated in the graph and each replay writes them afresh. A batch of another shape
+    runs `step` op by op (as every step on the CPU does), into gradients of its own: those of `parameters` are
+    then copied to the graph's, and `param.grad` points there again, so that it always holds the last step's
+    gradients (for the hooks that read them).
+    """
+
+    def __init__(
+        self, step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], parameters: Iterable[Tensor], warmup: int = 3
+    ) -> None:
+        self.step = step
+        self.parameters = list(parameters)
+        self.warmup_steps = warmup
+        self.warmup = warmup  # warm-up steps still to run before the capture
+        self.shape: torch.Size | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.stream: torch.cuda.Stream | None = None  # the side stream of the warm-up and the capture
+        self.inputs: tuple[Tensor, Tensor] | None = None  # where each replay reads its batch
+        self.outputs: tuple[Tensor, Tensor] | None = None  # where each replay writes its loss and logits
+        self.grads: list[tuple[Tensor, Tensor]] = []  # (parameter, where each replay writes its gradient)
+
+    def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Train on the batch; its loss (a tensor of its own) and its logits (on a replay, the graph's own
+        tensor: read it before the next call)."""
+        if not images.is_cuda:
+            return self.step(images, labels)
+        if self.graph is None and (self.shape is None or len(images) > self.shape[0]):
+            self.shape, self.warmup = images.shape, self.warmup_steps
+        if images.shape != self.shape:
+            with _stepping_outside_the_graph():
+                outputs = self.step(images, labels)
+            self._gradients_back_into_the_graph()
+            return outputs
+        if self.graph is None and self.warmup > 0:
+            self.warmup -= 1
+            with _stepping_outside_the_graph():
+                return self._on_side_stream(images, labels)
+        if self.graph is None:
+            self._capture(images, labels)
+        else:
+            self.inputs[0].copy_(images)
+            self.inputs[1].copy_(labels)
+        self.graph.replay()
+        loss, logits = self.outputs
+        return loss.clone(), logits
+
+    def _on_side_stream(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        # The capture runs on the same stream, so that what the libraries set up per stream on first use (e.g.
+        # cuBLAS' workspace) is set up here, not during the capture (PyTorch's make_graphed_callables does so).
+        self.stream = self.stream or torch.cuda.Stream()
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            outputs = self.step(images, labels)
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return outputs
+
+    def _capture(self, images: Tensor, labels: Tensor) -> None:
+        """Record one step on copies of this batch (the graph's inputs, at fixed addresses); nothing runs yet."""
+        _refuse_autocast("whole_step")
+        self.inputs = (images.clone(), labels.clone())
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=self.stream):
+            self.outputs = self.step(*self.inputs)
+        self.grads = [(p, p.grad) for p in self.parameters if p.grad is not None]
+
+    def _gradients_back_into_the_graph(self) -> None:
+        """After a step outside the graph, which allocated gradients of its own: they are copied to where the
+        replays write theirs, and `param.grad` points there again."""
+        for param, grad in self.grads:
+            if param.grad is not None:
+                grad.copy_(param.grad)
+            param.grad = grad
+
+
+@contextlib.contextmanager
+def _stepping_outside_the_graph() -> Iterator[None]:
+    """torch.optim warns once that a capturable optimiser steps outside a graph: these steps do, on purpose.
+    (Only around those steps: a replay, every step, enters no context.)"""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+        yield
+
+
+def _refuse_autocast(setting: str) -> None:
+    if torch.is_autocast_enabled("cuda"):
+        raise RuntimeError(cuda_graph_precision_refusal(setting, "*-mixed"))
+
+
+class _GraphedModule(RowLSTMModule):
+    """What both graphed modules share: one GPU, graphs captured anew for each fit, a warning off a GPU."""
+
+    setting = ""  # speed.cuda_graph's value
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._new_graphs()
+
+    def _new_graphs(self) -> None:
+        """Graphs not captured yet (plain objects, not submodules: the checkpoint's keys stay those of self.net)."""
+
+    def on_fit_start(self) -> None:
+        if self.device.type != "cuda":
+            rank_zero_warn(
+                f"speed.cuda_graph={self.setting} applies to CUDA runs only; this run is on the {self.device.type}"
+            )
+        if self.trainer.world_size > 1:
+            raise UserError(
+                f"speed.cuda_graph={self.setting} is for one GPU, and this run has {self.trainer.world_size} "
+                "processes; use speed.cuda_graph=none with several devices"
+            )
+        # A graph replays the addresses of the weights (and optimiser state) it was captured with, and after a fit
+        # Lightning moves the weights to the CPU (and each fit builds its optimiser anew): each fit captures its own.
+        self._new_graphs()
+
+
+class ForwardBackwardGraphModule(_GraphedModule):
+    """RowLSTMModule whose training forward and backward on a GPU replay one CUDA graph (GraphedTraining)."""
+
+    setting = "forward_backward"
+
+    def _new_graphs(self) -> None:
+        self.graphed = GraphedTraining(self.net)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.graphed(images)  # (the network itself outside training, off a GPU, and for other shapes)
+
+
+class WholeStepGraphModule(_GraphedModule):
+    """RowLSTMModule whose whole training step on a GPU replays one CUDA graph (GraphedStep): `training_step`
+    updates the weights itself, and the hooks Lightning's loop calls around it leave that work done.
+
+    Lightning still counts the step, logs, and calls the other hooks (on_before_backward and on_after_backward
+    after the fact), except on_before_optimizer_step, which it calls from inside optimizer.step. On the CPU the
+    same step runs op by op (tested bit for bit against Lightning's own loop).
+    """
+
+    setting = "whole_step"
+
+    def _new_graphs(self) -> None:
+        self.graphed_step = GraphedStep(self.whole_step, self.parameters())
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        refusal = whole_step_refusal(self.trainer.accumulate_grad_batches, self.scheduler_factory is not None)
+        if refusal:
+            raise UserError(refusal)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images, labels = batch
+        loss, logits = self.graphed_step(images, labels)  # the weights are updated when it returns
+        self.log_training_metrics(loss, logits, labels)
+        return loss
+
+    def whole_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One training step written out, as one function a CUDA graph can capture: what Lightning's loop does
+        around training_step (gradients to None, backward, `trainer.gradient_clip_val`'s clipping, the
+        optimiser's update), in the same order, so that it trains exactly as the loop does. Returns the loss and
+        the logits."""
+        trainer = self.trainer
+        optimizer = trainer.optimizers[0]
+        optimizer.zero_grad(set_to_none=True)
+        logits = self.net(images)
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        # (Clipping by norm or value is device work only: no wait for the GPU, so the graph holds it too.)
+        self.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
+        optimizer.step()
+        return loss.detach(), logits.detach()
+
+    # training_step has already run the backward pass and the optimiser's update: these leave that work done.
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: torch.optim.Optimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        if optimizer_closure is not None:
+            optimizer_closure()  # training_step and the hooks around it; the optimiser steps inside training_step
+
+    def configure_optimizers(self) -> Any:
+        if not self._graph_holds_the_optimizer():
+            return super().configure_optimizers()
+        # Capturable: its step count on the GPU, as a graph that holds its update needs.
+        try:
+            return self.optimizer_factory(self.parameters(), capturable=True)
+        except TypeError as err:
+            raise UserError(
+                "speed.cuda_graph=whole_step captures the optimiser's update, which needs an optimiser that takes "
+                f"capturable=True (Adam, AdamW and others do; this one: {err}); use speed.cuda_graph=forward_backward"
+            ) from err
+
+    def _graph_holds_the_optimizer(self) -> bool:
+        """On a GPU the optimiser's update is captured with the rest of the step."""
+        trainer = self._trainer  # (None when load_from_checkpoint calls on_load_checkpoint)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming on a GPU a run saved without the whole-step graph: torch's Optimizer.load_state_dict takes each
+        # group's options from the checkpoint, whose capturable=False the capture would refuse. Made capturable
+        # before Lightning loads them, the step counts load onto the GPU too.
+        if self._graph_holds_the_optimizer():
+            for state in checkpoint.get("optimizer_states", []):
+                for group in state["param_groups"]:
+                    if "capturable" in group:
+                        group["capturable"] = True
