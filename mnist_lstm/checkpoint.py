@@ -25,9 +25,10 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since PyTorch 1
 
 
 def run_dir_of(ckpt_path: str | Path) -> Path:
-    """The training run a checkpoint belongs to: `<run>/checkpoints/x.ckpt` -> `<run>`; else its folder."""
+    """The training run a checkpoint (or its export) belongs to: `<run>/checkpoints/x.ckpt` and
+    `<run>/export/x.onnx` -> `<run>`; else its folder."""
     path = Path(ckpt_path).resolve()
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return path.parent.parent if path.parent.name in ("checkpoints", "export") else path.parent
 
 
 def _check_file(path: Path) -> None:

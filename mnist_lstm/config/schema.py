@@ -154,7 +154,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (required)")
+    ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (this or onnx)")
+    onnx: str | None = knob("a .onnx written by scripts/export.py (this or ckpt_path)")
     out: str | None = knob("the folder for the JSON and the PNG; null: <run dir of the checkpoint>/eval")
     device: str = knob("auto (cuda when present, else cpu), cpu, cuda or cuda:<index>")
     data: DataConfig = group(DataConfig)
@@ -163,7 +164,8 @@ class EvalConfig:
 
 @dataclass
 class PredictConfig:
-    ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (required)")
+    ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (this or onnx)")
+    onnx: str | None = knob("a .onnx written by scripts/export.py (this or ckpt_path)")
     image: str | None = knob("the picture of one digit, PNG or JPEG (required)")
     explain: bool = knob("also write the figure of how the model reads the (converted) image, row by row")
     out: str | None = knob("where explain=true writes its PNG; null: <image folder>/<image name>_reading.png")
@@ -184,12 +186,21 @@ class VisualizeConfig:
     paths: PathsConfig = group(PathsConfig)
 
 
+@dataclass
+class ExportConfig:
+    ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (required)")
+    out: str | None = knob("the folder for the .onnx and .json; null: <run dir of the checkpoint>/export")
+    per_row: bool = knob("also answer the logits after every row (batch, 28, 10)")
+    overwrite: bool = knob("replace existing files")
+
+
 # config name (conf/<name>.yaml) -> its schema; each YAML names `<name>_schema` first in its defaults list.
 SCHEMAS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "predict": PredictConfig,
     "visualize": VisualizeConfig,
+    "export": ExportConfig,
 }
 
 

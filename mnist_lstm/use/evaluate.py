@@ -15,19 +15,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from mnist_lstm.checkpoint import load_model, run_dir_of
-from mnist_lstm.model.module import RowLSTMModule
+from mnist_lstm.checkpoint import run_dir_of
 from mnist_lstm.use.figures import confusion_figure
+from mnist_lstm.use.models import Reader, device_of, open_model
 
 log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def all_logits(model: RowLSTMModule, loader: DataLoader) -> tuple[Tensor, Tensor]:
+def all_logits(model: Reader, loader: DataLoader) -> tuple[Tensor, Tensor]:
     """(logits (N, classes), labels (N,)) of every (image, label) batch of `loader`, on the CPU."""
     logits, labels = [], []
     for images, targets in loader:
-        logits.append(model(images.to(model.device)).cpu())
+        logits.append(model(images.to(device_of(model))).cpu())
         labels.append(targets)
     return torch.cat(logits), torch.cat(labels)
 
@@ -47,17 +47,18 @@ def metrics_of(logits: Tensor, labels: Tensor) -> dict:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Run eval.py's config: write `<out>/<checkpoint>.json` and `<out>/<checkpoint>_confusion.png`, log a table."""
-    model = load_model(cfg.ckpt_path, cfg.device)
+    """Run eval.py's config: write `<out>/<model>.json` and `<out>/<model>_confusion.png`, log a table. The model:
+    a checkpoint (ckpt_path=) or an exported ONNX file (onnx=)."""
+    model, hyper_parameters, source = open_model(cfg.ckpt_path, cfg.onnx, cfg.device)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
     metrics = metrics_of(*all_logits(model, datamodule.test_dataloader()))
 
-    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
+    ckpt = source.resolve()
     out = Path(cfg.out) if cfg.out else run_dir_of(ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    report = {"checkpoint": str(ckpt), "hyper_parameters": dict(model.hparams), **metrics}
+    report = {"checkpoint" if cfg.ckpt_path else "onnx": str(ckpt), "hyper_parameters": hyper_parameters, **metrics}
     (out / f"{ckpt.stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     figure = confusion_figure(torch.tensor(metrics["confusion_matrix"]), f"{ckpt.parent.parent.name}/{ckpt.name}")
     figure.savefig(out / f"{ckpt.stem}_confusion.png", dpi=100)

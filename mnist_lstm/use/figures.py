@@ -7,6 +7,7 @@ TensorBoard by the training callback alike.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from matplotlib.axes import Axes
@@ -26,9 +27,10 @@ UNREAD = "#7f7f7f"  # veil over the rows the model has not read yet
 
 
 @torch.no_grad()
-def per_row_probabilities(model: RowLSTMClassifier, images: Tensor) -> Tensor:
+def per_row_probabilities(model: RowLSTMClassifier | Any, images: Tensor) -> Tensor:
     """images (batch, 28, 28) -> class probabilities (batch, 28, 10) after each row read: the softmax of the
-    classifier applied to the top layer's hidden state at every timestep. The last row's is the model's answer."""
+    classifier applied to the top layer's hidden state at every timestep. The last row's is the model's answer.
+    `model`: the classifier, or anything with its `per_row_logits` (an exported model: mnist_lstm/use/models.py)."""
     return model.per_row_logits(images).softmax(dim=-1)
 
 

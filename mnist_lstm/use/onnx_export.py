@@ -1,0 +1,189 @@
+"""A trained model as a standard artefact: ONNX (torch.onnx.export's current, dynamo-based exporter), beside a
+sidecar JSON that says how to feed it, proven equal to the model it came from.
+
+The exported graph is the plain model (mnist_lstm/model/lstm.py): the explicit loop over the 28 rows, unrolled
+as it is written, one dynamic batch dimension. It answers `logits` (batch, 10) and, unless `per_row=false`,
+`per_row_logits` (batch, 28, 10): the classifier after every row read, from which the reading figure is drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from mnist_lstm.checkpoint import load_checkpoint, load_model, run_dir_of
+from mnist_lstm.errors import UserError
+from mnist_lstm.model.lstm import RowLSTMClassifier
+
+log = logging.getLogger(__name__)
+
+OPSET = 18  # the ONNX operator set written (onnxruntime >= 1.14 runs it)
+ROWS, COLUMNS, CLASSES = 28, 28, 10
+INSTALL = 'pip install -e ".[export]"'
+INPUT_LAYOUT = (
+    "float32 (batch, 28, 28): 28 rows of 28 pixels, read top to bottom; values in [0, 1]; a white digit on black, "
+    "scaled to fit 20x20 and centred by its centre of mass in the 28x28 field, as MNIST's digits are "
+    "(mnist_lstm/use/images.py brings any picture there)"
+)
+TOLERANCE = 1e-4  # the largest difference of a logit from PyTorch's that the export accepts
+
+
+class RowReader(nn.Module):
+    """What the exported graph computes, in one pass of the LSTM: images -> logits (and per-row logits)."""
+
+    def __init__(self, net: RowLSTMClassifier, per_row: bool = True) -> None:
+        super().__init__()
+        self.net = net
+        self.per_row = per_row
+
+    def forward(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        outputs, _ = self.net.lstm(images.transpose(0, 1))  # time-major: (rows, batch, columns)
+        if not self.per_row:
+            return self.net.classifier(outputs[-1])
+        per_row = self.net.classifier(outputs).transpose(0, 1)  # (batch, rows, classes)
+        return per_row[:, -1], per_row
+
+
+def export(cfg: DictConfig) -> Path:
+    """Run export.py's config: write `<out>/<checkpoint>.onnx` and its `.json`; return the ONNX file's path."""
+    ckpt = Path(cfg.ckpt_path).expanduser() if cfg.ckpt_path else None
+    checkpoint = load_checkpoint(ckpt)  # (refuses a missing, foreign or damaged checkpoint in one line)
+    out = Path(cfg.out).expanduser() if cfg.out else run_dir_of(ckpt) / "export"
+    target, sidecar = out / f"{ckpt.stem}.onnx", out / f"{ckpt.stem}.json"
+    for path in (target, sidecar):
+        if path.exists() and not cfg.overwrite:
+            raise UserError(f"{path} already exists and is never overwritten: pass overwrite=true, or out=<dir>")
+    _writable(out)
+    _require("onnx", "onnxscript")
+
+    model = load_model(ckpt, "cpu", loop="plain").net  # the plain loop: what the graph holds, unrolled
+    reader = RowReader(model, per_row=cfg.per_row).eval()
+    # Both files are written beside their targets and renamed into place once complete: never half of one.
+    temporaries = [path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in (target, sidecar)]
+    try:
+        _export(reader, temporaries[0])
+        parity = _parity(reader, temporaries[0])
+        info = sidecar_info(ckpt, checkpoint, cfg.per_row, parity)
+        temporaries[1].write_text(json.dumps(info, indent=2) + "\n")
+        for temporary, path in zip(temporaries, (target, sidecar), strict=True):
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+    size = target.stat().st_size / 2**20
+    log.info(f"Wrote {target} ({size:.1f} MiB, ONNX opset {OPSET}, dynamic batch) and {sidecar}")
+    if parity:
+        log.info(
+            f"onnxruntime against PyTorch on {parity['images']} images: largest |logit difference| "
+            f"{parity['max_abs_logit_difference']:.2e}, the same answer for all of them"
+        )
+    log.info(f"Predict with it: python scripts/predict.py onnx={target} image=<picture>")
+    return target
+
+
+def _export(reader: RowReader, path: Path) -> None:
+    """torch.onnx.export (dynamo) to `path`, weights inside the file; its progress lines kept out of the log."""
+    import onnx
+
+    outputs = ["logits", "per_row_logits"] if reader.per_row else ["logits"]
+    example = torch.rand(2, ROWS, COLUMNS)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _quiet("onnxscript", "onnx_ir"):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            reader,
+            (example,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            opset_version=OPSET,
+            external_data=False,
+        )
+        program.save(str(path), external_data=False)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """The exporter's optimiser logs each of its passes (and what it leaves alone): errors only, meanwhile."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _parity(reader: RowReader, path: Path, images: int = 256) -> dict[str, Any] | None:
+    """The exported file run by onnxruntime against PyTorch on random images, or None without onnxruntime (the
+    tests hold it to PyTorch on the official test set). Raises if they differ by more than TOLERANCE."""
+    try:
+        from mnist_lstm.use.models import OnnxModel
+    except UserError:
+        return None
+    batch = torch.rand(images, ROWS, COLUMNS, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reader(batch)
+    expected = expected[0] if isinstance(expected, tuple) else expected
+    got = OnnxModel(path)(batch)
+    difference = float((got - expected).abs().max())
+    same = bool(torch.equal(got.argmax(dim=1), expected.argmax(dim=1)))
+    if difference > TOLERANCE or not same:
+        raise UserError(
+            f"the exported model differs from PyTorch's (largest |logit difference| {difference:.2e}, same answers: "
+            f"{same}); nothing was written: report it, with your torch and onnxruntime versions"
+        )
+    return {"images": images, "max_abs_logit_difference": difference, "same_answers": same, "inputs": "uniform random"}
+
+
+def sidecar_info(ckpt: Path, checkpoint: dict, per_row: bool, parity: dict | None) -> dict[str, Any]:
+    """What the sidecar JSON says: how to feed the model, what it answers, where it came from."""
+    outputs = {"logits": "float32 (batch, 10): the class scores after the last row; softmax for probabilities"}
+    if per_row:
+        outputs["per_row_logits"] = "float32 (batch, 28, 10): the class scores after each row read"
+    return {
+        "format": "onnx",
+        "opset": OPSET,
+        "input": {"images": INPUT_LAYOUT},
+        "outputs": outputs,
+        "classes": [str(k) for k in range(CLASSES)],
+        "checkpoint": str(ckpt.resolve()),
+        "global_step": int(checkpoint.get("global_step", 0)),
+        "hyper_parameters": {k: v for k, v in checkpoint["hyper_parameters"].items() if _plain(v)},
+        "exported_with": {"torch": torch.__version__},
+        "parity": parity,
+    }
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (bool, int, float, str)) or value is None
+
+
+def _writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the folder {folder} ({err.strerror}); pass out=<a writable dir>") from err
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write into {folder} (permission denied); pass out=<a writable dir>")
+
+
+def _require(*modules: str) -> None:
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"exporting to ONNX needs {' and '.join(missing)}, not installed: {INSTALL}")
