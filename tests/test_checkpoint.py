@@ -3,7 +3,9 @@ including one crafted to run code when unpickled."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import torch
 from mnist_lstm.checkpoint import load_checkpoint, load_model, run_dir_of
 from mnist_lstm.errors import UserError
 from mnist_lstm.model.module import RowLSTMModule
+from tests.helpers import REPO, run_script
 
 
 class RunsCommand:
@@ -94,3 +97,32 @@ def test_bad_files_are_refused_in_one_line(last_ckpt: Path, tmp_path: Path) -> N
         assert "\n" not in message
     with pytest.raises(UserError, match="no checkpoint given: pass ckpt_path="):
         load_model(None)
+
+
+LEGACY_RUN = REPO / "tests" / "fixtures" / "legacy_run"  # written by main at 79764ca, before conf/speed/ (its README)
+
+
+def test_a_checkpoint_of_the_version_before_the_speed_settings_loads_evaluates_and_resumes(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    """That version saved the speed switches as hyperparameters (fused, compile, cuda_graph, triton), and its run
+    was started with `model.fused=false`: the model still loads, evaluates, and resumes into its own run, the old
+    override read as today's speed.loop=plain."""
+    saved = torch.load(LEGACY_RUN / "checkpoints" / "last.ckpt", weights_only=True)
+    assert {"fused", "compile", "cuda_graph", "triton"} <= saved["hyper_parameters"].keys()  # (what it is)
+    model = load_model(LEGACY_RUN / "checkpoints" / "last.ckpt")
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in model.state_dict().items())
+
+    run = shutil.copytree(LEGACY_RUN, tmp_path / "legacy_run")
+    result = run_script("eval.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"data.data_dir={mnist_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "eval" / "last.json").read_text())["images"] == 10_000
+
+    resumed = run_script("train.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "max_steps=30",
+                         f"data.data_dir={mnist_dir}", "test=false")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "speed.loop=plain" in (run / ".hydra" / "overrides.yaml").read_text()  # the run, in today's spelling
+    newest = max((run / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    continued = torch.load(newest, weights_only=True)
+    assert continued["global_step"] == 30
+    assert not {"fused", "compile", "cuda_graph", "triton"} & continued["hyper_parameters"].keys()

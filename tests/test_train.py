@@ -109,3 +109,18 @@ def test_missing_data_stops_with_one_line(tmp_path: Path) -> None:
     assert last.startswith("error: MNIST is not in ") and "train-images-idx3-ubyte.gz" in last, result.stderr
     assert "Traceback" not in result.stderr
     assert not run_dir.exists()
+
+
+def test_last_ckpt_is_written_at_every_validation_even_when_the_best_does_not_change(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    """last.ckpt is where a killed run resumes from: it must hold the latest validated step, not the best one's
+    (Lightning's own save_last writes it only when the monitored metric improves). lr 1e-9: nothing improves."""
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", "hidden_size=4", "layer_num=1", "max_steps=30", "val_every=10", "lr=1e-9",
+                        "test=false", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (best,) = (run_dir / "checkpoints").glob("step*.ckpt")
+    assert best.name.startswith("step00010")  # validated at 10, 20 and 30; the score never rose after 10
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == sorted(["last.ckpt", best.name])

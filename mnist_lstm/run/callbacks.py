@@ -165,8 +165,8 @@ class StopOnNonFiniteLoss(L.Callback):
             return
         bad = finite.index(False)
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
-        saved = f"the last checkpoint, {last}, is from before it" if last else "no checkpoint was written"
+        last = Path(getattr(trainer.checkpoint_callback, "dirpath", None) or ".") / "last.ckpt"
+        saved = f"the last checkpoint, {last}, is from before it" if last.is_file() else "no checkpoint was written"
         raise UserError(
             f"the training loss became {losses[bad].item()} at step {steps[bad]}; {saved}; "
             f"lower lr (it is {lr:g}) or clip gradients (trainer.gradient_clip_val=1.0) and train again"
