@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lstm.config import checks, renamed
-from mnist_lstm.config.schema import SCHEMAS
+from mnist_lstm.config.schema import SCHEMAS, TrainConfig
 from mnist_lstm.errors import UserError
+from mnist_lstm.run.dry_run import dry_run
 from mnist_lstm.run.resume import resume_overrides, run_of_checkpoint
 
 
@@ -63,8 +65,11 @@ def prepare_command_line(config_dir: Path, config_name: str, argv: list[str], re
     for override in [*parsed, *_sweeper_params(cfg)]:
         if override.key_or_group in knobs and override.type != OverrideType.DEL:
             for value in _sweep_values(override) if override.is_sweep_override() else [override.value()]:
-                checks.check_value(override.key_or_group, value, *knobs[override.key_or_group])
-    checks.check(cfg, schema)
+                checks.check_value(override.key_or_group, value, knobs[override.key_or_group])
+    job = as_one_job(cfg)
+    checks.check(job, schema)
+    if schema is TrainConfig and not args.cfg:
+        dry_run(job)  # what Lightning and torch refuse, and a run too large, before anything is written
     if not args.cfg:  # --cfg only prints the config
         check_output_dir(cfg, args.multirun, run_dir if resuming else None)
     if resumable and ckpt_path:
@@ -96,6 +101,15 @@ def compose_config(config_dir: Path, config_name: str, parsed: list[Override]) -
                 known = None
             raise UserError(_unknown_key_message(override, known)) from err
         raise UserError("; ".join(line.strip() for line in str(err).splitlines() if line.strip())) from err
+
+
+def as_one_job(cfg: DictConfig) -> DictConfig:
+    """`cfg` as one job sees it, resolvable before Hydra runs: without Hydra's own settings, and with a
+    placeholder for the run's directory, which Hydra has not made yet (and which nothing here creates)."""
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    if "paths" in job and "output_dir" in job.paths:
+        job.paths.output_dir = str(Path(tempfile.gettempdir()) / "mnist-lstm-not-a-run")
+    return job
 
 
 def check_output_dir(cfg: DictConfig, multirun: bool, resuming: Path | None) -> None:
@@ -210,7 +224,7 @@ def _wrong_type_message(config_name: str, override: Override) -> str:
     value = _plain_value(override)
     if knob is None:
         return f"invalid value {override.input_line!r}: {key} does not take {value!r}"
-    return f"invalid value {key}={value!r}: {checks.must_be(key, *knob)}"
+    return f"invalid value {key}={value!r}: {checks.must_be(key, knob)}"
 
 
 def _keys(node: Any, prefix: str = "") -> list[str]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -16,15 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lstm import fast
 from mnist_lstm.checkpoint import load_checkpoint
 from mnist_lstm.config.checks import hyperparameters
-from mnist_lstm.errors import UserError
 from mnist_lstm.run.callbacks import CheckpointOnInterrupt
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train and test one model as `cfg` says (checked already: mnist_lstm/cli/); return the final metrics
-    (val/acc_best, test/acc...)."""
+    """Train and test one model as `cfg` says; return the final metrics (val/acc_best, test/acc...). The command
+    line has checked `cfg`, and built its objects once (mnist_lstm/cli/, mnist_lstm/run/dry_run.py)."""
     output_dir = Path(cfg.paths.output_dir)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()  # fail on missing data now, before a model or logger exists
@@ -37,13 +35,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # A resumed run continues its TensorBoard curves: whatever the stopped run logged after its checkpoint is hidden.
     resumed_step = int(load_checkpoint(ckpt_path).get("global_step", 0)) if ckpt_path else None
     loggers: list[Logger] = [_logger(c, resumed_step) for c in cfg.get("logger", {}).values() if c is not None]
-    try:
-        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    except InstantiationException as err:  # Lightning refusing a combination of trainer options
-        reason = str(err.__cause__ or err).splitlines()[0]
-        raise UserError(
-            f"the Trainer refused its options: {reason}; change trainer=... or trainer.* overrides"
-        ) from err
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     fast.speed_up(model, cfg.speed.loop, cfg.speed.compile, trainer.strategy.root_device)
 
     log.info(f"Run directory: {output_dir.resolve()}")

@@ -1,0 +1,125 @@
+"""Everything a training run will build, built once before Hydra writes anything: what only a library can judge
+(Lightning refusing a combination of Trainer options, torch refusing an optimiser's or a schedule's arguments) ends
+in one line with nothing on disk, and a run too large for the machine is refused before it allocates.
+
+Nothing here allocates the model: it is built on PyTorch's "meta" device (shapes without memory), the optimiser
+and schedule on one stand-in parameter, and the memory a run needs is estimated from its sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import hydra
+import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+from mnist_lstm import fast
+from mnist_lstm.errors import UserError
+
+GIB = 2**30
+ROWS, COLUMNS, CLASSES = 28, 28, 10
+MNIST_BYTES = (60_000 + 10_000) * ROWS * COLUMNS * (4 + 1)  # float32 in memory, and the uint8 it is read from
+PROCESS_BYTES = 1 * GIB  # Python, torch and Lightning themselves, before any tensor
+
+
+def dry_run(cfg: DictConfig) -> None:
+    """Build train.py's objects from `cfg` (resolvable: mnist_lstm.cli.command_line.as_one_job) without training
+    or writing anything; raise UserError, one line, for what they refuse or a run that cannot fit."""
+    with _quiet("lightning.pytorch", "lightning.fabric"):
+        callbacks = [_build(f"callbacks.{name}", c) for name, c in cfg.get("callbacks", {}).items() if c is not None]
+        trainer = _build("trainer", cfg.trainer, callbacks=callbacks, logger=False)
+    _check_optimisation(cfg)
+    with torch.device("meta"):  # the model's shapes, no memory
+        _build("model", cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
+    device = trainer.strategy.root_device
+    needed = training_bytes(
+        cfg.model.hidden_size, cfg.model.layer_num, cfg.batch_size, cfg.data.eval_batch_size, cfg.speed.loop
+    )
+    available, where = available_bytes(device, str(cfg.trainer.get("strategy", "")))
+    if available is not None and needed > available:
+        raise UserError(
+            f"this run needs about {needed / GIB:.1f} GiB ({where}: parameters, their gradients and Adam's state, "
+            f"one batch's activations, MNIST) and {available / GIB:.1f} GiB is available: lower hidden_size, "
+            "layer_num or batch_size"
+        )
+
+
+def _build(key: str, node: DictConfig, **kwargs: object) -> object:
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        reason = str(err.__cause__ or err).strip().splitlines()[0]
+        if key == "trainer":
+            raise UserError(
+                f"the Trainer refused its options: {reason}; change trainer=... or trainer.* overrides"
+            ) from err
+        raise UserError(f"{key} refused its options: {reason}; change {key}.* (--cfg job prints them)") from err
+
+
+def _check_optimisation(cfg: DictConfig) -> None:
+    """The optimiser and the schedule as configured, on one stand-in parameter: torch checks their arguments."""
+    stand_in = torch.zeros(1, requires_grad=True)
+    optimizer = _call("model.optimizer", hydra.utils.instantiate(cfg.model.optimizer), [stand_in])
+    if cfg.model.scheduler is not None:
+        _call("model.scheduler", hydra.utils.instantiate(cfg.model.scheduler), optimizer)
+
+
+def _call(key: str, partial: object, argument: object) -> object:
+    try:
+        return partial(argument)
+    except (ValueError, TypeError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{key} refused its options: {reason}; change {key}.* (--cfg job prints them)") from err
+
+
+def parameter_count(hidden: int, layers: int) -> int:
+    """The LSTM's and the classifier's parameters: each layer's fused gate weight (4H, input + H) and bias."""
+    lstm = sum(4 * hidden * ((COLUMNS if k == 0 else hidden) + hidden) + 4 * hidden for k in range(layers))
+    return lstm + CLASSES * hidden + CLASSES
+
+
+def training_bytes(hidden: int, layers: int, batch: int, eval_batch: int, loop: str) -> int:
+    """About what a training run holds at its peak: the weights, their gradients and Adam's two moments (4 copies
+    of float32), one training batch's activations through time (the fused loop keeps about 12 numbers per cell and
+    timestep, autograd's plain loop about twice that), an evaluation chunk's (at most 1,024 images, nothing kept
+    per timestep), MNIST in memory and the process itself."""
+    per_cell = 24 if loop == "plain" else 12
+    activations = layers * ROWS * batch * hidden * per_cell * 4
+    evaluation = layers * min(eval_batch, 1024) * hidden * 8 * 4 + ROWS * min(eval_batch, 1024) * hidden * 4
+    return 16 * parameter_count(hidden, layers) + activations + evaluation + MNIST_BYTES + PROCESS_BYTES
+
+
+def available_bytes(device: torch.device, strategy: str) -> tuple[int | None, str]:
+    """(the memory free for a run on `device`, where), or (None, ...) where it cannot be known without harm."""
+    if device.type == "cuda":
+        if "fork" in strategy or "notebook" in strategy:
+            return None, "GPU"  # CUDA must not start in this process before the strategy forks it
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + PROCESS_BYTES, f"GPU {device}"  # (the process's own memory is on the host)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024, "memory"
+    except (OSError, KeyError, ValueError):
+        if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "memory"
+        return None, sys.platform
+
+
+@contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Lightning's lines about the devices it found: said once, by the run itself, not by its dry run too."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
