@@ -20,8 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-def knob(
-    help: str,
+def limits(
     *,
     at_least: float | None = None,
     above: float | None = None,
@@ -29,27 +28,20 @@ def knob(
     at_most: float | None = None,
     choices: tuple[Any, ...] | None = None,
     example: str | None = None,
-    hparam: bool = False,
-    architecture: bool = False,
-) -> Any:
-    """A schema field (its value comes from the YAML files): what it is for and what it accepts. Numbers must
-    also be finite.
+) -> dict[str, Any]:
+    """What a value must be beyond its type: its range or its choices (numbers must also be finite)."""
+    return {"at_least": at_least, "above": above, "below": below, "at_most": at_most, "choices": choices,
+            "example": example}  # fmt: skip
+
+
+def knob(help: str, *, hparam: bool = False, architecture: bool = False, **limit: Any) -> Any:
+    """A schema field (its value comes from the YAML files): what it is for, and what it accepts (`limits`).
 
     `hparam`: logged to TensorBoard's HPARAMS tab. `architecture`: part of what a checkpoint is (a resumed run
     must match it).
     """
-    metadata = {
-        "help": help,
-        "at_least": at_least,
-        "above": above,
-        "below": below,
-        "at_most": at_most,
-        "choices": choices,
-        "example": example,
-        "hparam": hparam,
-        "architecture": architecture,
-    }
-    return field(default=MISSING, metadata=metadata)
+    return field(default=MISSING, metadata={"help": help, "hparam": hparam, "architecture": architecture,
+                                            **limits(**limit)})  # fmt: skip
 
 
 def group(node: type) -> Any:
@@ -194,6 +186,43 @@ class ExportConfig:
     overwrite: bool = knob("replace existing files")
 
 
+@dataclass
+class DemoConfig:
+    ckpt_path: str | None = knob("a .ckpt written by scripts/train.py; null: the newest run's best under log_dir")
+    onnx: str | None = knob("a .onnx written by scripts/export.py with per_row=true (instead of ckpt_path)")
+    host: str = knob("the address to serve on: 127.0.0.1 this machine only, 0.0.0.0 every network")
+    port: int = knob("the port to serve on (0: any free one)", at_least=0, at_most=65535, example="port=8000")
+    data_dir: str = knob("the folder holding MNIST/raw/, for the official test digits (the page works without)")
+    download: bool = knob("download MNIST into data_dir when it is missing")
+    log_dir: str = knob("where ckpt_path=null looks for the newest run (train.py's paths.log_dir)")
+    device: str = knob("auto (cuda when present, else cpu), cpu, cuda or cuda:<index>")
+
+
+# Lightning's Trainer declares the types of its arguments in its own signature, which the checks read
+# (mnist_lstm/config/annotations.py); what a type cannot say, here.
+TRAINER_LIMITS: dict[str, dict[str, Any]] = {
+    "max_steps": limits(at_least=-1),
+    "max_epochs": limits(at_least=-1),
+    "min_steps": limits(at_least=0),
+    "min_epochs": limits(at_least=0),
+    "num_nodes": limits(at_least=1),
+    "accumulate_grad_batches": limits(at_least=1),
+    "log_every_n_steps": limits(at_least=0),
+    "num_sanity_val_steps": limits(at_least=-1),
+    "check_val_every_n_epoch": limits(at_least=1),
+    "val_check_interval": limits(above=0),
+    "gradient_clip_val": limits(at_least=0),
+    "gradient_clip_algorithm": limits(choices=("norm", "value")),
+    "limit_train_batches": limits(at_least=0),
+    "limit_val_batches": limits(at_least=0),
+    "limit_test_batches": limits(at_least=0),
+    "limit_predict_batches": limits(at_least=0),
+    "overfit_batches": limits(at_least=0),
+    "fast_dev_run": limits(at_least=0),
+    "reload_dataloaders_every_n_epochs": limits(at_least=0),
+}
+
+
 # config name (conf/<name>.yaml) -> its schema; each YAML names `<name>_schema` first in its defaults list.
 SCHEMAS: dict[str, type] = {
     "train": TrainConfig,
@@ -201,6 +230,7 @@ SCHEMAS: dict[str, type] = {
     "predict": PredictConfig,
     "visualize": VisualizeConfig,
     "export": ExportConfig,
+    "demo": DemoConfig,
 }
 
 
