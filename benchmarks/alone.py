@@ -17,6 +17,7 @@ import time
 import torch
 
 from benchmarks.memory import REPO, build
+from benchmarks.steps import train_step
 
 MODES = ("train", "infer")
 
@@ -24,8 +25,6 @@ MODES = ("train", "infer")
 def _median_seconds_in_this_process(
     mode: str, name: str, hidden: int, layers: int, batch: int, calls: int, warmup: int, threads: int
 ) -> float:
-    from benchmarks.run import train_step  # here, not at the top: benchmarks.run imports this module
-
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(name, hidden, layers)

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mnist_lstm.cuda_graph import GraphedStep, GraphedTraining
+import mnist_lstm.fast  # noqa: F401  (registers "fused" and "triton", train.py's loops)
 from mnist_lstm.data import MNISTDataModule
-from mnist_lstm.lstm import RowLSTMClassifier
-from mnist_lstm.nvml import skip_the_nvml_check_without_nvml
+from mnist_lstm.fast.cuda_graph import GraphedStep, GraphedTraining
+from mnist_lstm.fast.nvml import skip_the_nvml_check_without_nvml
+from mnist_lstm.model.lstm import RowLSTMClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,6 +150,18 @@ def run_train_script(steps: int, data_dir: str, device: str, *overrides: str) ->
         return phases(start, end, timeline), timeline
 
 
+# conf/speed/'s presets, by the setting each one is (its speed.compile: false)
+SPEED_PRESETS = {("forward_backward", "triton"): "graphed", ("whole_step", "triton"): "graphed_step"}
+
+
+def speed_overrides(cuda_graph: str = "none", loop: str = "fused") -> list[str]:
+    """train.py's overrides for speed.cuda_graph=`cuda_graph` and speed.loop=`loop`: the preset's name where one is
+    exactly that setting, else the keys that differ from the default (speed=fused)."""
+    if (cuda_graph, loop) in SPEED_PRESETS:
+        return [f"speed={SPEED_PRESETS[cuda_graph, loop]}"]
+    return [f"speed.loop={loop}"] * (loop != "fused") + [f"speed.cuda_graph={cuda_graph}"] * (cuda_graph != "none")
+
+
 def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device: str, *overrides: str) -> float:
     """Steps per second of scripts/train.py over `steps` steps (validation only at the end, no test)."""
     _, timeline = run_train_script(steps, data_dir, device, f"val_every={steps}", "test=false", *overrides)
@@ -158,8 +171,8 @@ def train_script_steps_per_second(steps: int, warmup: int, data_dir: str, device
 def make_whole_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """The bare loop's whole training step as one function, as RowLSTMModule._whole_step writes train.py's
-    (model.cuda_graph=step): gradients to None, forward, loss, backward, Adam. Returns (loss, logits)."""
+    """The bare loop's whole training step as one function, as WholeStepGraphModule.whole_step writes train.py's
+    (speed.cuda_graph=whole_step): gradients to None, forward, loss, backward, Adam. Returns (loss, logits)."""
 
     def step(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         optimizer.zero_grad(set_to_none=True)
@@ -182,22 +195,23 @@ def bare_loop_steps_per_second(
     batch_size: int,
     cuda_graph: bool = False,
     on_step: Callable[[int], None] | None = None,
-    triton: bool = False,
+    loop: str = "fused",
     fused_adam: bool = True,
     whole_step: bool = False,
 ) -> float:
     """The same model, optimiser and data as train.py, in a plain loop over shuffled batches gathered from
     the training set, which is kept on the device. `on_step(step)` is called before each step (a profiler's).
+    `loop`: the LSTM's implementation, as train.py's speed.loop (fused, its default; triton; plain).
     `fused_adam=False`: Adam's default implementation instead (for-each on a GPU), to measure what fusing gives.
     `whole_step`: each step one function (`make_whole_step`); with `cuda_graph`, replayed from one CUDA graph
-    (`GraphedStep`), as train.py's model.cuda_graph=step. Otherwise `cuda_graph` graphs the forward and backward,
-    as model.cuda_graph=true."""
+    (`GraphedStep`), as train.py's speed.cuda_graph=whole_step. Otherwise `cuda_graph` graphs the forward and
+    backward, as speed.cuda_graph=forward_backward."""
     skip_the_nvml_check_without_nvml()  # as train.py does
     data = MNISTDataModule(data_dir=data_dir, download=False)
     data.prepare_data()
     data.setup("fit")
     images, labels = (t.to(device) for t in data.train_set.tensors)
-    model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num, triton=triton).to(device)
+    model = RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num).use(loop).to(device)
     # As in conf/ (and capturable when the graph holds Adam's update, as train.py makes it then).
     capturable = whole_step and cuda_graph and device == "cuda"
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused_adam else None, capturable=capturable)
@@ -229,23 +243,25 @@ def bare_loop_steps_per_second(
 
 
 RECIPE_RUNS = {  # name -> train.py overrides; the tutorial recipe (2,000 steps, validation every 500, test)
-    "train.py model.cuda_graph=step model.triton=true": ["model.cuda_graph=step", "model.triton=true"],
-    "train.py model.cuda_graph=true model.triton=true": ["model.cuda_graph=true", "model.triton=true"],
+    # speed=graphed_step: the whole step in one CUDA graph, with the Triton kernels (speed.loop=triton)
+    "train.py speed=graphed_step": ["speed=graphed_step"],
+    # speed=graphed: the forward and backward in a CUDA graph, with the Triton kernels
+    "train.py speed=graphed": ["speed=graphed"],
     # The whole step in a graph, with the training metrics written every 50 steps (Lightning's default), not every 10:
     # on a step the logger writes, reading them makes the CPU wait for the GPU, which then idles while Lightning
     # logs and starts the next step (the bare loop, which reads its loss every 10 steps, starts it at once).
-    "train.py model.cuda_graph=step model.triton=true trainer.log_every_n_steps=50": [
-        "model.cuda_graph=step",
-        "model.triton=true",
-        "trainer.log_every_n_steps=50",
-    ],
-    "train.py model.cuda_graph=true": ["model.cuda_graph=true"],
+    "train.py speed=graphed_step trainer.log_every_n_steps=50": ["speed=graphed_step", "trainer.log_every_n_steps=50"],
+    # the forward and backward in a CUDA graph, the fused loop (train.py's default loop)
+    "train.py speed.cuda_graph=forward_backward": ["speed.cuda_graph=forward_backward"],
     # What StopOnNonFiniteLoss costs: on the GPU it reads the losses every 10 steps (where Lightning waits anyway).
-    "train.py model.cuda_graph=true ~callbacks.stop_on_non_finite_loss": [
-        "model.cuda_graph=true",
+    "train.py speed.cuda_graph=forward_backward ~callbacks.stop_on_non_finite_loss": [
+        "speed.cuda_graph=forward_backward",
         "~callbacks.stop_on_non_finite_loss",
     ],
-    "train.py model.cuda_graph=true data.on_device=false": ["model.cuda_graph=true", "data.on_device=false"],
+    "train.py speed.cuda_graph=forward_backward data.on_device=false": [
+        "speed.cuda_graph=forward_backward",
+        "data.on_device=false",
+    ],
     "train.py": [],
 }
 
@@ -254,7 +270,7 @@ def recipe(
     data_dir: str, device: str, runs: dict[str, list[str]] | None = None, out: Path | None = None, rounds: int = 1
 ) -> list[dict[str, object]]:
     """The tutorial's 2,000-step recipe on the GPU: the bare loop with a CUDA graph (training only; with and
-    without model.triton's kernels, and with the whole step in one graph: `GraphedStep`), then scripts/train.py
+    without speed.loop=triton's kernels, and with the whole step in one graph: `GraphedStep`), then scripts/train.py
     start to exit (validation, test and figures included), split into its phases (`phases`), with its training
     steps per second (the goal: <= 15 s).
     With `rounds` > 1 the train.py runs repeat, every other round in reverse order (the first run after the bare
@@ -267,7 +283,16 @@ def recipe(
         start = time.perf_counter()
         try:
             rate = bare_loop_steps_per_second(
-                2000, 10, data_dir, device, 256, 2, 128, cuda_graph=True, triton=triton, whole_step=whole_step
+                2000,
+                10,
+                data_dir,
+                device,
+                256,
+                2,
+                128,
+                cuda_graph=True,
+                loop="triton" if triton else "fused",
+                whole_step=whole_step,
             )
         except Exception as err:  # (a variant never run on a GPU before must not cost the other runs)
             rows.append({"run": name, "error": repr(err)[-1500:]})
@@ -306,7 +331,16 @@ def compare_adam(
     for r in range(rounds):
         for fused in (True, False) if r % 2 == 0 else (False, True):
             rate = bare_loop_steps_per_second(
-                steps, 10, data_dir, device, hidden_size, 2, 128, cuda_graph=gpu, triton=gpu, fused_adam=fused
+                steps,
+                10,
+                data_dir,
+                device,
+                hidden_size,
+                2,
+                128,
+                cuda_graph=gpu,
+                loop="triton" if gpu else "fused",
+                fused_adam=fused,
             )
             rows.append({"adam": "fused" if fused else "default", "round": r + 1, "steps_per_s": rate})
             print(f"bare loop, Adam {rows[-1]['adam']} (round {r + 1}): {rate:.0f} steps/s", flush=True)
@@ -342,8 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="first, one recipe run with model.cuda_graph=true under Lightning's SimpleProfiler, whose reports "
-        "(fit-profile.txt, test-profile.txt) go to this folder",
+        help="first, one recipe run with speed.cuda_graph=forward_backward under Lightning's SimpleProfiler, whose "
+        "reports (fit-profile.txt, test-profile.txt) go to this folder",
     )
     parser.add_argument("--runs", type=int, default=len(RECIPE_RUNS), help="the first this many of RECIPE_RUNS")
     parser.add_argument("--rounds", type=int, default=1, help="of those runs, every other round in reverse order")
@@ -375,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
             2000,
             args.data_dir,
             device,
-            "model.cuda_graph=true",
+            "speed.cuda_graph=forward_backward",
             f"{profiler}._target_=lightning.pytorch.profilers.SimpleProfiler",
             f"{profiler}.dirpath={args.profile.resolve()}",
             f"{profiler}.filename=profile",

@@ -1,8 +1,8 @@
 """The suite's results as figures: the training step against nn.LSTM, the 10k inference's memory, and where the
 recipe's seconds go.
 
-    python -m benchmarks.plots benchmarks/results/results.json      -> training-step.png, inference.png beside it
-    python -m benchmarks.plots benchmarks/results-gpu/recipe.json   -> recipe.png beside it (any recipe rows)
+    python -m benchmarks.plots benchmarks/results/cpu/results.json  -> training-step.png, inference.png beside it
+    python -m benchmarks.plots benchmarks/results/gpu/recipe.json   -> recipe.png beside it (any recipe rows)
 
 `benchmarks.run` draws the training-step and inference figures (and, on a GPU, the recipe's) after every full run, and
 `benchmarks.e2e` the recipe's after its runs, so the figures are always those of the tables beside them.

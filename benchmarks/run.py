@@ -1,17 +1,20 @@
 """The speed suite, one command:  python -m benchmarks.run  (--smoke: tiny sizes, one round).
 
 Writes results.json (everything), results.csv (one row per measurement) and results.md (the tables the
-README shows) into --out. Variants are timed interleaved in this one process (benchmarks/timing.py) and
-compared by the median of per-round ratios to nn.LSTM; the machine's matmul throughput is measured in
-the same run. On the CPU, ours and nn.LSTM at the tutorial's shape are also timed each alone in a fresh
-process (benchmarks/alone.py), since in one process they share the C allocator's state. On a CUDA machine
-the same command measures the GPU (cuDNN, bf16-mixed, max_memory_allocated).
+README shows) into --out; by default benchmarks/results/cpu/ or benchmarks/results/gpu/ (the device measured).
+The results kept in the repository lie in one folder per machine, benchmarks/results/<kind>-<machine>/
+(cpu-epyc-2core, gpu-h100, gpu-h200): give such a folder as --out, or move the files there.
+
+Variants are timed interleaved in this one process (benchmarks/timing.py) and compared by the median of
+per-round ratios to nn.LSTM; the machine's matmul throughput is measured in the same run. On the CPU, ours and
+nn.LSTM at the tutorial's shape are also timed each alone in a fresh process (benchmarks/alone.py), since in one
+process they share the C allocator's state. On a CUDA machine the same command measures the GPU (cuDNN,
+bf16-mixed, max_memory_allocated).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -19,21 +22,20 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks import alone, e2e, memory, plots
+from benchmarks.steps import levers, train_step
 from benchmarks.timing import interleaved, matmul_gflops, summary
-from mnist_lstm import lstm
-from mnist_lstm.cuda_graph import GraphedTraining
-from mnist_lstm.lstm import RowLSTMClassifier
-from mnist_lstm.nvml import skip_the_nvml_check_without_nvml
+from mnist_lstm.fast.nvml import skip_the_nvml_check_without_nvml
+from mnist_lstm.model.lstm import RowLSTMClassifier
 
+RESULTS = Path(__file__).resolve().parent / "results"  # one folder per kind of machine
 REFERENCE = "nn.LSTM"
 NO_ONEDNN = "oneDNN off"
 
@@ -100,32 +102,16 @@ def training_flops(hidden: int, layers: int, batch: int, steps: int = 28, inputs
     return 3.0 * forward
 
 
-def train_step(
-    model: torch.nn.Module, batch: int, device: torch.device, bf16: bool, cuda_graph: bool = False
-) -> Callable[[], None]:
-    """One optimiser step (forward, backward, Adam) on a fixed random batch, as train.py takes it."""
-    images = torch.rand(batch, 28, 28, device=device)
-    labels = torch.randint(0, 10, (batch,), device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # (as conf/model/lstm.yaml)
-    model.train()
-    net = GraphedTraining(model) if cuda_graph else model
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(net(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device, args) -> dict[str, Callable]:
-    def model(cell: str = "custom", fused: bool = True, compile: bool = False, triton: bool = False) -> torch.nn.Module:
+    """Each variant's training step. A model computes with IMPLEMENTATIONS[`implementation`]: "fused" is train.py's
+    default (and on nn.LSTM, whose loop is its own, picks the dropout on its output: the same as ours); "triton"
+    speed.loop=triton's; "plain" the model's own loop with F.dropout; the levers' are benchmarks.steps.LEVERS."""
+
+    def model(cell: str = "custom", implementation: str = "fused", compile: bool = False) -> torch.nn.Module:
         torch.manual_seed(0)
-        net = RowLSTMClassifier(
-            hidden_size=hidden, layer_num=layers, dropout=0.5, cell=cell, fused=fused, triton=triton
-        )
+        net = RowLSTMClassifier(hidden_size=hidden, layer_num=layers, dropout=0.5, cell=cell)
+        with levers():
+            net.use(implementation)
         if compile:
             net.lstm.compile()
         return net.to(device)
@@ -134,12 +120,14 @@ def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device,
     variants[REFERENCE] = train_step(model("torch"), sizes.batch, device, False)
     if device.type == "cuda":
         variants["ours, CUDA graph"] = train_step(model(), sizes.batch, device, False, cuda_graph=True)
-        variants["ours, Triton"] = train_step(model(triton=True), sizes.batch, device, False)
+        variants["ours, Triton"] = train_step(model(implementation="triton"), sizes.batch, device, False)
         variants["ours, Triton, CUDA graph"] = train_step(
-            model(triton=True), sizes.batch, device, False, cuda_graph=True
+            model(implementation="triton"), sizes.batch, device, False, cuda_graph=True
         )
     if (hidden, layers) == sizes.shapes[0]:  # the levers, at the tutorial's shape
-        variants["ours, autograd loop"] = train_step(model(fused=False), sizes.batch, device, False)
+        variants["ours, autograd loop"] = within(
+            levers, train_step(model(implementation="autograd loop"), sizes.batch, device, False)
+        )
         if args.compile:
             variants["ours, torch.compile"] = train_step(model(compile=True), sizes.batch, device, False)
         if device.type == "cpu":  # what nn.LSTM is without oneDNN's fused LSTM: PyTorch's own op-by-op loop
@@ -147,26 +135,15 @@ def train_variants(hidden: int, layers: int, sizes: Sizes, device: torch.device,
                 without_onednn, train_step(model("torch"), sizes.batch, device, False)
             )
             # The CPU dropout lever: both wrappers' dropout back to F.dropout (nn.LSTM's own is F.dropout's anyway).
-            variants["ours, F.dropout"] = within(torch_dropout, train_step(model(), sizes.batch, device, False))
-            variants[f"{REFERENCE}, F.dropout"] = within(
-                torch_dropout, train_step(model("torch"), sizes.batch, device, False)
+            variants["ours, F.dropout"] = within(
+                levers, train_step(model(implementation="fused, F.dropout"), sizes.batch, device, False)
             )
+            variants[f"{REFERENCE}, F.dropout"] = train_step(model("torch", "plain"), sizes.batch, device, False)
         if device.type == "cuda":
             variants["ours, bf16-mixed"] = train_step(model(), sizes.batch, device, True)
             variants["nn.LSTM, bf16-mixed"] = train_step(model("torch"), sizes.batch, device, True)
             variants["nn.LSTM, CUDA graph"] = train_step(model("torch"), sizes.batch, device, False, cuda_graph=True)
     return variants
-
-
-@contextlib.contextmanager
-def torch_dropout() -> Iterator[None]:
-    """mnist_lstm.lstm.dropout replaced by plain F.dropout: the CPU dropout lever's "before"."""
-    fast = lstm.dropout
-    lstm.dropout = lambda x, p, training: F.dropout(x, p, training)
-    try:
-        yield
-    finally:
-        lstm.dropout = fast
 
 
 def within(context: Callable[[], AbstractContextManager], call: Callable[[], None]) -> Callable[[], None]:
@@ -305,39 +282,40 @@ def inference(sizes: Sizes, rounds: int, device: torch.device) -> list[dict[str,
 
 def end_to_end(sizes: Sizes, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
     """train.py against a bare loop, interleaved run by run: steps per second and the overhead (on a GPU
-    also both with model.cuda_graph=true); on the CPU then the same for a small model, in milliseconds per step."""
+    also both with speed.cuda_graph=forward_backward); on the CPU then the same for a small model, in milliseconds
+    per step."""
     hidden, layers, batch = sizes.e2e_model
     steps, warmup = sizes.e2e_steps, sizes.e2e_warmup
     if device.type == "cuda" and not args.smoke:  # GPU steps take milliseconds: time more of them
         steps, warmup = 400, 50
     rounds = 1 if args.smoke else sizes.e2e_rounds
     row: dict[str, object] = {"steps": steps, "hidden": hidden, "layers": layers, "batch": batch}
-    for graph in (False, True) if device.type == "cuda" else (False,):
-        pair = script_against_bare(args.data_dir, device, (hidden, layers, batch), steps, warmup, rounds, graph)
-        if graph:
+    for cuda_graph in ("none", "forward_backward") if device.type == "cuda" else ("none",):
+        pair = script_against_bare(args.data_dir, device, (hidden, layers, batch), steps, warmup, rounds, cuda_graph)
+        if cuda_graph != "none":
             row["cuda_graph"] = pair
         else:
             row.update(pair)
         print(
-            f"end to end{' (CUDA graph)' if graph else ''}: train.py {pair['train_py_steps_per_s']:.2f} steps/s, "
-            f"bare {pair['bare_steps_per_s']:.2f}",
+            f"end to end{' (CUDA graph)' if cuda_graph != 'none' else ''}: train.py "
+            f"{pair['train_py_steps_per_s']:.2f} steps/s, bare {pair['bare_steps_per_s']:.2f}",
             flush=True,
         )
     if device.type == "cuda":  # the CUDA-graph pair above is the GPU's overhead measure (and gpu.sh's time is short)
-        # and the same with model.triton's kernels, then with the whole step in one graph (model.cuda_graph=step,
-        # against the bare loop's whole step likewise); a failure must not cost the rest
-        for key, graph in (("triton", True), ("whole_step", "step")):
+        # and the same with speed.loop=triton's kernels (speed=graphed), then with the whole step in one graph
+        # (speed=graphed_step, against the bare loop's whole step likewise); a failure must not cost the rest
+        for key, cuda_graph in (("triton", "forward_backward"), ("whole_step", "whole_step")):
             try:
                 row[key] = script_against_bare(
-                    args.data_dir, device, (hidden, layers, batch), steps, warmup, rounds, graph=graph, triton=True
+                    args.data_dir, device, (hidden, layers, batch), steps, warmup, rounds, cuda_graph, loop="triton"
                 )
             except Exception as err:
                 row[key] = {"error": repr(err)[-1500:]}
-            print(f"end to end (model.cuda_graph={str(graph).lower()}, Triton): {row[key]}", flush=True)
+            print(f"end to end ({' '.join(e2e.speed_overrides(cuda_graph, 'triton'))}): {row[key]}", flush=True)
         return row
     *small, steps = sizes.e2e_small
     small_rounds = 1 if args.smoke else 2 * rounds  # the differences are a millisecond: more rounds
-    pair = script_against_bare(args.data_dir, device, small, steps, min(50, steps // 3), small_rounds, graph=False)
+    pair = script_against_bare(args.data_dir, device, small, steps, min(50, steps // 3), small_rounds)
     row["small"] = {"hidden": small[0], "layers": small[1], "batch": small[2], "steps": steps, **pair}
     print(f"end to end, small model: {pair['overhead_ms_per_step']:.2f} ms of overhead per step", flush=True)
     row["whole_run"] = whole_run(args.data_dir, small, sizes.whole_run_steps, small_rounds)
@@ -364,16 +342,16 @@ def script_against_bare(
     steps: int,
     warmup: int,
     rounds: int,
-    graph: bool | str,
-    triton: bool = False,
+    cuda_graph: str = "none",
+    loop: str = "fused",
 ) -> dict[str, float]:
     """train.py and the bare loop, alternately, `rounds` times each: median steps per second, and the median
-    over rounds of the overhead, in percent and in milliseconds per step. `graph`: model.cuda_graph's value
-    (with "step" the bare loop's whole step is one CUDA graph too)."""
+    over rounds of the overhead, in percent and in milliseconds per step. `cuda_graph` and `loop`: train.py's
+    speed.cuda_graph and speed.loop, and the bare loop's likewise (with whole_step its whole step is one CUDA
+    graph too)."""
     hidden, layers, batch = model
     overrides = [f"hidden_size={hidden}", f"layer_num={layers}", f"batch_size={batch}"]
-    overrides += [f"model.cuda_graph={str(graph).lower()}"] if graph else []
-    overrides += ["model.triton=true"] if triton else []
+    overrides += e2e.speed_overrides(cuda_graph, loop)
     script, bare = [], []
     for _ in range(rounds):
         script.append(e2e.train_script_steps_per_second(steps, warmup, data_dir, device.type, *overrides))
@@ -386,9 +364,9 @@ def script_against_bare(
                 hidden,
                 layers,
                 batch,
-                bool(graph),
-                triton=triton,
-                whole_step=graph == "step",
+                cuda_graph != "none",
+                loop=loop,
+                whole_step=cuda_graph == "whole_step",
             )
         )
     pairs = list(zip(bare, script, strict=True))
@@ -456,9 +434,9 @@ def markdown(results: dict[str, object]) -> str:
         f"steps/s: overhead {e['overhead_percent']:.1f}% ({e['overhead_ms_per_step']:.2f} ms per step).",
     ]
     for key, options in (
-        ("cuda_graph", "model.cuda_graph=true"),
-        ("triton", "model.cuda_graph=true model.triton=true"),
-        ("whole_step", "model.cuda_graph=step model.triton=true (the bare loop's whole step graphed too)"),
+        ("cuda_graph", "speed.cuda_graph=forward_backward"),
+        ("triton", "speed=graphed (the graph and speed.loop=triton)"),
+        ("whole_step", "speed=graphed_step (speed.loop=triton; the bare loop's whole step graphed too)"),
     ):
         pair = e.get(key)
         if pair is None:
@@ -539,6 +517,13 @@ def write(results: dict[str, object], out: Path) -> None:
     (out / "partial.json").unlink(missing_ok=True)
 
 
+def default_out(device: str) -> Path:
+    """benchmarks/results/<kind>/: one folder per kind of machine, beside the kept results' (cpu-epyc-2core, ...)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return RESULTS / ("gpu" if device == "cuda" else "cpu")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: does everything run?")
@@ -555,8 +540,13 @@ def main(argv: list[str] | None = None) -> None:
         "--alone-rounds", type=int, default=5, help="rounds of the each-in-its-own-process comparison (CPU)"
     )
     parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/ (for the end-to-end runs)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where the results go (default: benchmarks/results/<kind>/, kind cpu or gpu: the device measured)",
+    )
     args = parser.parse_args(argv)
+    args.out = args.out or default_out(args.device)
     skip_the_nvml_check_without_nvml()  # the training steps timed here as train.py runs them
     results = run(args)
     if args.train_step_only:  # a partial run: its JSON only, the tables stay those of the last full run

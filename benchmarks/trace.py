@@ -1,6 +1,7 @@
 """A torch.profiler trace of a window of CUDA-graphed training steps, in the bare loop and in real train.py
-runs, each way: the forward and backward in a graph (model.cuda_graph=true), and the whole step in one
-(model.cuda_graph=step). How long a step takes, how much of it the GPU is busy, and what the CPU does meanwhile.
+runs, each way: the forward and backward in a graph (speed.cuda_graph=forward_backward), and the whole step in
+one (speed.cuda_graph=whole_step). How long a step takes, how much of it the GPU is busy, and what the CPU does
+meanwhile.
 
     python -m benchmarks.trace --data-dir data --out <dir>     (on a GPU; benchmarks/gpu.sh's `trace` part)
 
@@ -109,10 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--start", type=int, default=200, help="the first step profiled (after the warm-up)")
     parser.add_argument("--steps", type=int, default=20, help="steps profiled")
-    parser.add_argument("--triton", action="store_true", help="with model.triton=true, in the bare loop likewise")
+    parser.add_argument("--triton", action="store_true", help="with speed.loop=triton, in the bare loop likewise")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    triton = ["model.triton=true"] if args.triton else []
+    loop = "triton" if args.triton else "fused"
+    triton = ["speed.loop=triton"] if args.triton else []
     (args.out / "trace.txt").write_text(
         f"the bare loop and train.py {' '.join(triton)}, each with the forward and backward in a CUDA graph, then "
         "with the whole step in one\n"
@@ -133,17 +135,17 @@ def main(argv: list[str] | None = None) -> None:
             128,
             cuda_graph=CUDA,
             on_step=window,
-            triton=args.triton,
+            loop=loop,
             whole_step=whole_step,
         )
     trace = "+callbacks.trace"  # TraceSteps, added to each run by override
-    for name, cuda_graph in (("train_py", "true"), ("train_py_step", "step")):
+    for name, cuda_graph in (("train_py", "forward_backward"), ("train_py_step", "whole_step")):
         try:
             e2e.run_train_script(
                 steps,
                 args.data_dir,
                 device,
-                f"model.cuda_graph={cuda_graph}",
+                f"speed.cuda_graph={cuda_graph}",
                 *triton,
                 f"val_every={steps}",
                 "test=false",
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{trace}.steps={args.steps}",
             )
         except RuntimeError as err:
-            raise SystemExit(f"model.cuda_graph={cuda_graph}: {err}") from err
+            raise SystemExit(f"speed.cuda_graph={cuda_graph}: {err}") from err
     print((args.out / "trace.txt").read_text())
 
 

@@ -1,8 +1,8 @@
 """The GPU paths, on a CUDA machine:  python -m pytest -m gpu  (deselected by default: CI has no GPU).
 
-Our fused loop against cuDNN's nn.LSTM, its Triton kernels (model.triton) against it, the CUDA-graphed training
-step (the forward and backward, or the whole step) against the eager one, graphed steps in Lightning that never
-wait for the GPU, the data kept on the device, and real train.py runs using them.
+Our fused loop against cuDNN's nn.LSTM, its Triton kernels (speed.loop=triton) against it, the CUDA-graphed
+training step (the forward and backward, or the whole step: speed.cuda_graph) against the eager one, graphed steps
+in Lightning that never wait for the GPU, the data kept on the device, and real train.py runs using them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -23,16 +24,16 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import Tensor
 
-from benchmarks.e2e import make_whole_step
+from mnist_lstm import fast
 from mnist_lstm.data import MNISTDataModule
-from mnist_lstm.fast.cuda_graph import GraphedStep, GraphedTraining
+from mnist_lstm.fast.cuda_graph import GraphedStep, GraphedTraining, WholeStepGraphModule
+from mnist_lstm.fast.fused import tanh_into
 from mnist_lstm.model.lstm import RowLSTMClassifier, StackedLSTM
 from mnist_lstm.model.module import RowLSTMModule
 from mnist_lstm.run.callbacks import StopOnNonFiniteLoss
-from tests.helpers import REPO
-from tests.test_fast_paths import run, twins
-from tests.test_lstm import copy_into_nn_lstm, nn_lstm_grads_as_ours
+from tests.helpers import REPO, copy_into_nn_lstm, forward_and_backward, nn_lstm_grads_as_ours, twins
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -55,10 +56,10 @@ def test_fused_loop_on_cuda_matches_cudnn_and_the_plain_loop(layer_num: int) -> 
     state = tuple(torch.randn(layer_num, batch, hidden, dtype=torch.double, device=CUDA) for _ in range(2))
     weights = torch.randn(steps, batch, hidden, dtype=torch.double, device=CUDA)
 
-    out, h, c, grads = run(fused, x, state, weights)
+    out, h, c, grads = forward_and_backward(fused, x, state, weights)
     assert "FusedLSTMLoop" in type(out.grad_fn).__name__
     for other in (plain, reference):
-        other_out, other_h, other_c, other_grads = run(other, x, state, weights)
+        other_out, other_h, other_c, other_grads = forward_and_backward(other, x, state, weights)
         torch.testing.assert_close((out, h, c), (other_out, other_h, other_c), rtol=0, atol=1e-10)
         torch.testing.assert_close(grads[-3:], other_grads[-3:], rtol=0, atol=1e-10)
     for layer, (w_grad, b_grad) in zip(fused.layers, nn_lstm_grads_as_ours(fused, reference), strict=True):
@@ -93,12 +94,25 @@ def _train(net: torch.nn.Module, step_net, batches) -> list[torch.Tensor]:
     return losses
 
 
-def test_tanh_on_cuda_is_torch_tanh() -> None:
-    """The CPU's sigmoid form of lstm.tanh stays off the GPU: there it is torch.tanh, bit for bit."""
-    from mnist_lstm.model.lstm import tanh
+def eager_whole_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[Tensor, Tensor], tuple]:
+    """A whole training step as one function, op by op, as WholeStepGraphModule.whole_step writes train.py's:
+    gradients to None, forward, loss, backward, the optimiser's update. Returns (loss, logits)."""
 
+    def step(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        optimizer.zero_grad(set_to_none=True)
+        logits = net(images)
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        optimizer.step()
+        return loss.detach(), logits.detach()
+
+    return step
+
+
+def test_tanh_on_cuda_is_torch_tanh() -> None:
+    """The CPU's sigmoid form of tanh_into stays off the GPU: there it is torch.tanh, bit for bit."""
     x = torch.linspace(-12, 12, 20001, device=CUDA)
-    assert torch.equal(tanh(x, out=torch.empty_like(x)), torch.tanh(x))
+    assert torch.equal(tanh_into(x, out=torch.empty_like(x)), torch.tanh(x))
 
 
 # Full batches replay the graph; the last, smaller one of an epoch runs eagerly. A run resumed just before an
@@ -110,8 +124,8 @@ RESUMED_AT_THE_LAST_BATCH = [20, 32, 32, 32, 20, 32]
 @pytest.mark.parametrize("sizes", [EPOCHS, RESUMED_AT_THE_LAST_BATCH])
 def test_cuda_graph_trains_exactly_like_the_eager_step(sizes: list[int]) -> None:
     torch.manual_seed(0)
-    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).to(CUDA)
-    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).to(CUDA)
+    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use("fused").to(CUDA)
+    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use("fused").to(CUDA)
     graphed_net.load_state_dict(eager.state_dict())
     batches = [(torch.rand(n, 28, 28, device=CUDA), torch.randint(0, 10, (n,), device=CUDA)) for n in sizes]
     graphed = GraphedTraining(graphed_net)
@@ -130,27 +144,31 @@ def test_cuda_graph_trains_exactly_like_the_eager_step(sizes: list[int]) -> None
 # checks the math.
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.double, 1e-10), (torch.float, 1e-4)])
 def test_triton_loop_on_cuda_matches_the_fused_loop(dtype: torch.dtype, tolerance: float) -> None:
-    """model.triton=true: the compiled kernels (CI checks them in Triton's interpreter), against the fused loop."""
+    """speed.loop=triton: the compiled kernels (CI checks them in Triton's interpreter), against the fused loop."""
     torch.manual_seed(0)
     steps, batch, inputs, hidden, layer_num = 28, 48, 28, 40, 2  # 1,920 cells: two kernel instances, one partial
     fused = StackedLSTM(inputs, hidden, layer_num).to(CUDA, dtype)
-    with_triton = StackedLSTM(inputs, hidden, layer_num, triton=True).to(CUDA, dtype)
+    fused.implementation = "fused"
+    with_triton = StackedLSTM(inputs, hidden, layer_num).to(CUDA, dtype)
+    with_triton.implementation = "triton"
     with_triton.load_state_dict(fused.state_dict())
     x = torch.randn(steps, batch, inputs, dtype=dtype, device=CUDA)
     state = tuple(torch.randn(layer_num, batch, hidden, dtype=dtype, device=CUDA) for _ in range(2))
     weights = torch.randn(steps, batch, hidden, dtype=dtype, device=CUDA)
 
-    out, h, c, grads = run(with_triton, x, state, weights)
+    out, h, c, grads = forward_and_backward(with_triton, x, state, weights)
     assert "TritonLSTMLoop" in type(out.grad_fn).__name__
-    torch.testing.assert_close((out, h, c, grads), run(fused, x, state, weights), rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(
+        (out, h, c, grads), forward_and_backward(fused, x, state, weights), rtol=tolerance, atol=tolerance
+    )
 
 
 def test_cuda_graph_with_triton_trains_like_its_eager_step() -> None:
     """The Triton kernels captured and replayed: the same steps as launched one by one (their numbers against
     the fused loop's are the test above; here the same kernels on both sides, as Adam would amplify rounding)."""
     torch.manual_seed(0)
-    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=True).to(CUDA)
-    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=True).to(CUDA)
+    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use("triton").to(CUDA)
+    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use("triton").to(CUDA)
     graphed_net.load_state_dict(eager.state_dict())
     batches = [(torch.rand(32, 28, 28, device=CUDA), torch.randint(0, 10, (32,), device=CUDA)) for _ in range(5)]
     graphed = GraphedTraining(graphed_net)
@@ -164,20 +182,24 @@ def test_cuda_graph_with_triton_trains_like_its_eager_step() -> None:
 
 
 @pytest.mark.parametrize(
-    ("triton", "sizes"),
-    [(False, [32] * 6 + [20] + [32] * 3), (True, [32] * 6 + [20] + [32] * 3), (False, [20] + [32] * 5 + [20, 32])],
+    ("loop", "sizes"),
+    [
+        ("fused", [32] * 6 + [20] + [32] * 3),
+        ("triton", [32] * 6 + [20] + [32] * 3),
+        ("fused", [20] + [32] * 5 + [20, 32]),
+    ],
 )
-def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool, sizes: list[int]) -> None:
-    """GraphedStep (model.cuda_graph=step): three warm-up steps, then forward, loss, backward and Adam captured in
+def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(loop: str, sizes: list[int]) -> None:
+    """GraphedStep (speed.cuda_graph=whole_step): three warm-up steps, then forward, loss, backward and Adam captured in
     one graph and replayed = the same steps run op by op; the last, smaller batch of an epoch runs op by op, also
     when it comes first (a run resumed just before it): the warm-up then starts again with the full batches."""
     torch.manual_seed(0)
-    nets = [RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0, triton=triton).to(CUDA) for _ in range(2)]
+    nets = [RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(loop).to(CUDA) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     graphed_net, eager_net = nets
     optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3, fused=True, capturable=True) for net in nets]
-    graphed = GraphedStep(make_whole_step(graphed_net, optimizers[0]), graphed_net.parameters())
-    eager = make_whole_step(eager_net, optimizers[1])
+    graphed = GraphedStep(eager_whole_step(graphed_net, optimizers[0]), graphed_net.parameters())
+    eager = eager_whole_step(eager_net, optimizers[1])
     initial = graphed_net.classifier.weight.detach().clone()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
@@ -197,15 +219,16 @@ def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(triton: bool, s
 
 @pytest.mark.parametrize("clip", [None, 0.05])
 def test_the_whole_step_graph_in_lightning_trains_like_lightnings_own_loop(mnist_dir: Path, clip: float | None) -> None:
-    """model.cuda_graph=step in a Trainer on the GPU: Lightning's loop around a training_step that replays the
-    whole step (capturable Adam inside, and the gradients' clipping) ends where Lightning's own loop ends, with
-    the same steps counted."""
+    """speed.cuda_graph=whole_step in a Trainer on the GPU: Lightning's loop around a training_step that replays
+    the whole step (capturable Adam inside, and the gradients' clipping) ends where Lightning's own loop ends,
+    with the same steps counted."""
     trained = {}
-    for cuda_graph in (False, "step"):
+    for cuda_graph in ("none", "whole_step"):
         L.seed_everything(5, verbose=False)
-        module = RowLSTMModule(
-            hidden_size=64, dropout=0.0, cuda_graph=cuda_graph, optimizer=partial(torch.optim.Adam, fused=True)
+        module = fast.module_class(cuda_graph)(
+            hidden_size=64, dropout=0.0, optimizer=partial(torch.optim.Adam, fused=True)
         )
+        fast.speed_up(module, "fused")
         trainer = L.Trainer(
             accelerator="gpu",
             devices=1,
@@ -243,9 +266,12 @@ def test_a_run_saved_without_the_whole_step_graph_resumes_with_it(mnist_dir: Pat
         L.Trainer, accelerator="gpu", devices=1, limit_val_batches=0, logger=False, enable_progress_bar=False
     )
     first = trainer(max_steps=5, enable_checkpointing=False)
-    first.fit(RowLSTMModule(hidden_size=32, optimizer=partial(torch.optim.Adam, fused=True)), data())
+    saved = RowLSTMModule(hidden_size=32, optimizer=partial(torch.optim.Adam, fused=True))
+    fast.speed_up(saved, "fused")
+    first.fit(saved, data())
     first.save_checkpoint(tmp_path / "plain.ckpt")
-    resumed = RowLSTMModule(hidden_size=32, cuda_graph="step", optimizer=partial(torch.optim.Adam, fused=True))
+    resumed = WholeStepGraphModule(hidden_size=32, optimizer=partial(torch.optim.Adam, fused=True))
+    fast.speed_up(resumed, "fused")
     second = trainer(max_steps=12, enable_checkpointing=False)
     second.fit(resumed, data(), ckpt_path=tmp_path / "plain.ckpt")
     assert second.global_step == 12 and resumed.graphed_step.graph is not None
@@ -254,7 +280,7 @@ def test_a_run_saved_without_the_whole_step_graph_resumes_with_it(mnist_dir: Pat
 
 def test_dropout_draws_new_masks_at_every_replay() -> None:
     torch.manual_seed(0)
-    net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.5).to(CUDA)
+    net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.5).use("fused").to(CUDA)
     graphed = GraphedTraining(net)
     images = torch.rand(16, 28, 28, device=CUDA)
     first, second = graphed(images).detach().clone(), graphed(images).detach().clone()
@@ -283,8 +309,8 @@ def test_data_is_kept_on_the_gpu_and_batches_are_gathered_there(mnist_dir: Path)
     assert images.is_cuda and torch.equal(images.cpu(), cpu_images) and torch.equal(labels.cpu(), cpu_labels)
 
 
-@pytest.mark.parametrize("cuda_graph", [True, "step"])
-def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path: Path, cuda_graph: bool | str) -> None:
+@pytest.mark.parametrize("cuda_graph", ["forward_backward", "whole_step"])
+def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path: Path, cuda_graph: str) -> None:
     """Between the steps Lightning writes metrics at, a CUDA-graphed training step in Lightning never makes the
     CPU wait for the GPU (no .item(), no copy of a result to the host), so the CPU queues the next steps while
     the GPU runs this one: the batches are gathered on the device, the metrics are computed only when written
@@ -300,7 +326,8 @@ def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path
             step = trainer.global_step + 1  # the step about to run
             torch.cuda.set_sync_debug_mode("warn" if 5 <= step <= 25 and step % every else 0)
 
-    module = RowLSTMModule(hidden_size=64, cuda_graph=cuda_graph, optimizer=partial(torch.optim.Adam, fused=True))
+    module = fast.module_class(cuda_graph)(hidden_size=64, optimizer=partial(torch.optim.Adam, fused=True))
+    fast.speed_up(module, "fused")
     trainer = L.Trainer(
         accelerator="gpu",
         devices=1,
@@ -323,19 +350,17 @@ def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path
             torch.cuda.set_sync_debug_mode(0)
     # (torch also warns, once, that its sync debug mode is a prototype: not a wait)
     waits = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "a synchronizing CUDA" in str(w.message)]
-    graphed = module.graphed_training.graphed if cuda_graph is True else module.graphed_step.graph
+    graphed = module.graphed.graphed if cuda_graph == "forward_backward" else module.graphed_step.graph
     assert trainer.global_step == 30 and graphed is not None
     assert {"train/loss", "train/acc"} <= set(trainer.progress_bar_metrics)  # read at every step since step 4
     assert len(waits) == 1 and "test_gpu.py" in waits[0], "\n".join(waits)
 
 
-@pytest.mark.parametrize(("cuda_graph", "triton"), [("true", False), ("true", True), ("step", True)])
-def test_train_script_on_the_gpu_with_a_cuda_graph(
-    mnist_dir: Path, tmp_path: Path, cuda_graph: str, triton: bool
-) -> None:
+# the forward and backward graphed with the fused loop, and with the Triton kernels; the whole step with them
+@pytest.mark.parametrize("speed", ["speed.cuda_graph=forward_backward", "speed=graphed", "speed=graphed_step"])
+def test_train_script_on_the_gpu_with_a_cuda_graph(mnist_dir: Path, tmp_path: Path, speed: str) -> None:
     run_dir = tmp_path / "run"
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), "trainer=gpu", f"model.cuda_graph={cuda_graph}"]
-    command += [f"model.triton={str(triton).lower()}"]
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "trainer=gpu", speed]
     command += ["max_steps=300", "val_every=150", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-3000:]
