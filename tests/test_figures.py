@@ -143,15 +143,18 @@ def test_transparent_background_is_taken_as_paper(test_images, tmp_path: Path) -
     [
         ("missing.png", None, "image not found: "),
         ("empty.png", b"", "is empty (0 bytes)"),
-        ("notes.png", b"a shopping list, not a picture\n", "is not an image Pillow can read"),
+        ("notes.png", b"a shopping list, not a picture\n", ": not an image Pillow can read"),
         ("blank.png", "blank", "no digit found: the image is blank"),
-        ("cut.png", "truncated", "is damaged or truncated"),
+        ("cut.png", "truncated", ": the image is damaged or truncated"),
+        ("huge.png", "huge", ": the image is 8000x6000 pixels (48.0 megapixels), over the limit of 40 megapixels"),
     ],
 )
 def test_bad_pictures_are_one_line_errors(tmp_path: Path, name: str, content, message: str) -> None:
     path = tmp_path / name
     if content == "blank":
         Image.new("L", (50, 40), 255).save(path)
+    elif content == "huge":  # a small file (blank: it compresses well) of a huge picture, refused before decoding
+        Image.new("L", (8000, 6000), 255).save(path)
     elif content == "truncated":
         buffer = io.BytesIO()
         Image.effect_noise((64, 64), 64).save(buffer, format="PNG")

@@ -126,7 +126,7 @@ def test_bad_inputs_end_in_one_line_and_touch_nothing(tiny_run: tuple[Path, str]
                         cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: {notes} is not an image Pillow can read; pass a PNG or JPEG file of one digit"
+        f"error: {notes}: not an image Pillow can read: pass a PNG or JPEG file of one digit"
     ]
     # A checkpoint cut short (e.g. a copy interrupted): refused in one line; the directory stays as it was.
     truncated = tmp_path / "truncated.ckpt"

@@ -8,7 +8,9 @@ contrast stretched, cropped to the digit, scaled to 20 pixels on its longer side
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +23,11 @@ SIZE = 28  # the MNIST field
 BOX = 20  # the digit's longer side in MNIST
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Open a PNG/JPEG/... fully, or raise a one-line UserError saying why not."""
+MAX_PIXELS = 40_000_000  # 40 megapixels: a photo of a digit needs far less, and a small file can claim far more
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open a PNG/JPEG/... file fully, or raise a one-line UserError saying why not (see decode_image)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"image not found: {path}; pass image=<a PNG or JPEG file of one digit>")
@@ -31,13 +36,54 @@ def read_image(path: str | Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise UserError(f"image {path} is empty (0 bytes); pass image=<a PNG or JPEG file of one digit>")
     try:
-        image = Image.open(path)
-        image.load()  # decode now: a truncated file fails here, not later
-    except UnidentifiedImageError as err:
-        raise UserError(f"{path} is not an image Pillow can read; pass a PNG or JPEG file of one digit") from err
+        with path.open("rb") as file:
+            return decode_image(file, max_pixels)
+    except UserError as err:
+        raise type(err)(f"{path}: {err}") from None
     except OSError as err:
-        raise UserError(f"image {path} is damaged or truncated ({err}); save it again as PNG or JPEG") from err
+        raise UserError(f"cannot read image {path} ({err.strerror}); check the path and its permissions") from err
+
+
+class NotAnImage(UserError):
+    """Bytes that are no image format Pillow knows."""
+
+
+class DamagedImage(UserError):
+    """An image whose header reads but whose pixels do not decode (truncated, corrupted)."""
+
+
+class TooManyPixels(UserError):
+    """An image larger than the caller's limit, refused from its header, before decoding."""
+
+
+def decode_image(data: bytes | BinaryIO, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """An image file, in memory (an upload, a drawing) or open, decoded fully, or one of the UserErrors above with
+    a one-line reason. `max_pixels`: refuse a larger image from its header alone, before decoding it."""
+    try:
+        image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except UnidentifiedImageError as err:
+        raise NotAnImage("not an image Pillow can read: pass a PNG or JPEG file of one digit") from err
+    except Image.DecompressionBombError as err:  # a header far past Pillow's own limit
+        raise TooManyPixels(f"the image is too large to decode ({err})") from err
+    except Exception as err:  # a damaged header: each format's reader raises its own kind of error
+        raise DamagedImage(f"the image is damaged or truncated ({_reason(err)}): save it again as PNG or JPEG") from err
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise TooManyPixels(
+            f"the image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), over the limit of "
+            f"{max_pixels / 1e6:g} megapixels: scale it down"
+        )
+    try:
+        image.load()  # decode now: a truncated file fails here, not later
+    except Image.DecompressionBombError as err:
+        raise TooManyPixels(f"the image is too large to decode ({err})") from err
+    except Exception as err:
+        raise DamagedImage(f"the image is damaged or truncated ({_reason(err)}): save it again as PNG or JPEG") from err
     return image
+
+
+def _reason(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def grey_levels(image: Image.Image) -> Tensor:
@@ -92,10 +138,16 @@ def _offset(digit: Tensor, dim: int) -> int:
     return int(min(max(round(SIZE / 2 - float(centre)), 0), SIZE - len(mass)))
 
 
+def digit_of(image: Image.Image) -> Tensor:
+    """A decoded picture of one digit as a (28, 28) float image in MNIST's convention: what the model reads.
+    The one preparation of every picture: predict.py's files and the demo's drawings and uploads alike."""
+    return to_mnist(grey_levels(image))
+
+
 def load_digit(path: str | Path) -> Tensor:
     """The picture at `path` as a (28, 28) float image in MNIST's convention."""
     image = read_image(path)
     try:
-        return to_mnist(grey_levels(image))
+        return digit_of(image)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None

@@ -1,0 +1,126 @@
+"""What the demo computes for one request: the 28x28 image the model reads, and what it believes after each row.
+
+A drawing or an uploaded file goes through the same preparation as scripts/predict.py's pictures
+(mnist_lstm/use/images.py: decode, then `digit_of`, i.e. `to_mnist(grey_levels(image))`); an official test digit
+is read as it is, as in testing. Either way the model answers in one call, `per_row_probabilities`: the
+probabilities after each of the 28 rows, the last of which are its answer.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mnist_lstm.data import ensure_mnist, load_mnist
+from mnist_lstm.errors import UserError
+from mnist_lstm.use.figures import per_row_probabilities
+from mnist_lstm.use.images import MAX_PIXELS, decode_image, digit_of
+from mnist_lstm.use.models import Reader, device_of
+
+MAX_BYTES = 10_000_000  # an upload's size limit (10 MB): a photo from a phone fits
+
+
+class EmptyUpload(UserError):
+    """A request with no image in it."""
+
+
+class TooLarge(UserError):
+    """An upload over MAX_BYTES."""
+
+
+class NoOfficialDigits(UserError):
+    """The official test set is not available to this server."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One digit read row by row: `image` (28, 28) in [0, 1] as the model sees it (white on black), and
+    `per_row` (28, 10) the class probabilities after each row; `label`, `index`: an official test digit's."""
+
+    image: Tensor
+    per_row: Tensor
+    label: int | None = None
+    index: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The API's answer (docs/demo.md): plain lists and numbers."""
+        answers = self.per_row.argmax(dim=1).tolist()
+        answer = answers[-1]
+        settled = len(answers)  # the first row from which the answer is the final one
+        while settled > 1 and answers[settled - 2] == answer:
+            settled -= 1
+        return {
+            "answer": answer,
+            "probabilities": self.per_row[-1].tolist(),
+            "per_row": self.per_row.tolist(),
+            "per_row_answers": answers,
+            "changes": [row + 1 for row in range(1, len(answers)) if answers[row] != answers[row - 1]],
+            "settled_row": settled,
+            "image": [[round(value, 4) for value in row] for row in self.image.tolist()],
+            "label": self.label,
+            "index": self.index,
+        }
+
+
+class DigitReader:
+    """The model, loaded once, and what each request asks of it."""
+
+    def __init__(self, model: Reader) -> None:
+        self.model = model
+        self.device = device_of(model)
+
+    def read(self, image: Tensor, label: int | None = None, index: int | None = None) -> Reading:
+        """One (28, 28) image -> its Reading, from one call of the model. Safe from several threads at once
+        (inference only: the model's state is never written)."""
+        probabilities = per_row_probabilities(self.model, image[None].to(self.device))[0].cpu().float()
+        return Reading(image.cpu(), probabilities, label, index)
+
+    def read_file(self, data: bytes, max_pixels: int = MAX_PIXELS) -> Reading:
+        """An image file's bytes (a drawing, an upload) -> its Reading, prepared as predict.py prepares a
+        picture. Raises a UserError (images.py's NotAnImage, DamagedImage, TooManyPixels, or no digit found)."""
+        if not data:
+            raise EmptyUpload("no image in the request: send a PNG or JPEG file of one digit as its body")
+        return self.read(digit_of(decode_image(data, max_pixels)))
+
+
+class OfficialDigits:
+    """The official 10,000 test digits, or why they are not available (the server runs without them)."""
+
+    def __init__(self, images: Tensor | None, labels: Tensor | None, unavailable: str = "") -> None:
+        self.images, self.labels, self.unavailable = images, labels, unavailable
+        self.random = random.Random()
+
+    @classmethod
+    def load(cls, data_dir: str | Path, download: bool) -> OfficialDigits:
+        """From `<data_dir>/MNIST/raw/` (downloaded there first if missing and `download`), as training finds
+        them; if they cannot be had, an empty set that says why."""
+        try:
+            ensure_mnist(data_dir, download)
+            images, labels = load_mnist(data_dir, train=False)
+        except UserError as err:  # (its message names train.py's keys: here they are top-level)
+            return cls(None, None, str(err).replace("data.download", "download").replace("data.data_dir", "data_dir"))
+        return cls(images, labels)
+
+    def __len__(self) -> int:
+        return 0 if self.images is None else len(self.images)
+
+    def pick(self, index: int | None) -> tuple[int, Tensor, int]:
+        """(index, image (28, 28), label) of test digit `index`, or of a random one."""
+        if self.images is None or self.labels is None:
+            raise NoOfficialDigits(f"no official test digits on this server: {self.unavailable}")
+        if index is None:
+            index = self.random.randrange(len(self))
+        if not 0 <= index < len(self):
+            raise UserError(f"index={index} is not a test digit: pass an index in [0, {len(self) - 1}]")
+        return index, self.images[index], int(self.labels[index])
+
+
+def warm_up(reader: DigitReader) -> None:
+    """Read one blank image at start: the first call's one-off costs are not a user's wait, and a model that
+    cannot answer per row (an ONNX export with per_row=false) is refused now, in one line."""
+    reader.read(torch.zeros(28, 28))
