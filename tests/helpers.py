@@ -3,11 +3,14 @@ composing train.py's config, reading TensorBoard's scalars back, and comparing o
 
 from __future__ import annotations
 
+import io
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import redirect_stderr
 from pathlib import Path
 
 import lightning as L
@@ -91,6 +94,26 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+def run_in_process(script: str, *argv: str) -> tuple[int, str]:
+    """Run scripts/<script> with `argv` in this process, as `python scripts/<script> argv` would; returns (exit
+    status, stderr). Much faster than a subprocess: no second import of torch and Lightning."""
+    path = REPO / "scripts" / script
+    stderr = io.StringIO()
+    saved_argv = sys.argv
+    sys.argv = [str(path), *argv]
+    try:
+        with redirect_stderr(stderr):
+            runpy.run_path(str(path), run_name="__main__")
+        status = 0
+    except SystemExit as exit_:
+        status = 1 if isinstance(exit_.code, str) else int(exit_.code or 0)
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=stderr)  # what the interpreter prints for sys.exit("...")
+    finally:
+        sys.argv = saved_argv
+    return status, stderr.getvalue()
 
 
 def quiet_cpu_trainer(**options: object) -> L.Trainer:

@@ -19,7 +19,8 @@ FORBIDDEN = {
     "mnist_lstm.config": ["mnist_lstm.model", "mnist_lstm.fast", "mnist_lstm.run", "mnist_lstm.use", "mnist_lstm.cli"],
     "mnist_lstm.checkpoint": ["mnist_lstm.run", "mnist_lstm.use", "mnist_lstm.cli"],
     "mnist_lstm.run": ["mnist_lstm.cli"],
-    "mnist_lstm.use": ["mnist_lstm.cli", "mnist_lstm.run"],
+    "mnist_lstm.use": ["mnist_lstm.cli", "mnist_lstm.run", "mnist_lstm.demo"],
+    "mnist_lstm.demo": ["mnist_lstm.cli", "mnist_lstm.run"],
 }
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import runpy
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr
 from functools import partial
 from pathlib import Path
 
@@ -27,28 +25,13 @@ from mnist_lstm.errors import UserError
 from mnist_lstm.model.module import RowLSTMModule
 from mnist_lstm.run.callbacks import RestoreRNG, StopOnNonFiniteLoss
 from mnist_lstm.run.checkpoint_io import AtomicCheckpointIO
-from tests.helpers import REPO, compose_train, scalars
+from tests.helpers import REPO, compose_train, run_in_process, scalars
 
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
 
 
 def train_in_process(*argv: str) -> tuple[int, str]:
-    """Run scripts/train.py with `argv` in this process, as `python scripts/train.py argv` would;
-    returns (exit status, stderr). Much faster than a subprocess: no second import of torch/Lightning."""
-    stderr = io.StringIO()
-    saved_argv = sys.argv
-    sys.argv = [str(TRAIN_SCRIPT), *argv]
-    try:
-        with redirect_stderr(stderr):
-            runpy.run_path(str(TRAIN_SCRIPT), run_name="__main__")
-        status = 0
-    except SystemExit as exit_:
-        status = 1 if isinstance(exit_.code, str) else int(exit_.code or 0)
-        if isinstance(exit_.code, str):
-            print(exit_.code, file=stderr)  # what the interpreter prints for sys.exit("...")
-    finally:
-        sys.argv = saved_argv
-    return status, stderr.getvalue()
+    return run_in_process("train.py", *argv)
 
 
 # ---------------------------------------------------------------- bad data, written on demand

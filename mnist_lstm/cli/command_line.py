@@ -101,6 +101,9 @@ def compose_config(config_dir: Path, config_name: str, parsed: list[Override]) -
                 known = None
             raise UserError(_unknown_key_message(override, known)) from err
         raise UserError("; ".join(line.strip() for line in str(err).splitlines() if line.strip())) from err
+    except (ValueError, TypeError, HydraException) as err:  # e.g. a config group given numbers: callbacks=0
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot compose the config from this command line: {reason}") from err
 
 
 def as_one_job(cfg: DictConfig) -> DictConfig:

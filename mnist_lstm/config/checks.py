@@ -118,6 +118,13 @@ def check_value(key: str, value: Any, knob: Knob) -> None:
 def check(cfg: DictConfig, schema: type) -> None:
     """Every knob of `schema` in its range, every object's keys of the types its target declares, and (train.py's
     config) the rules across keys. `cfg` must resolve (a run's own directory: a placeholder)."""
+    unset = sorted(OmegaConf.missing_keys(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])))
+    if unset:
+        group = unset[0].split(".")[0]
+        raise UserError(
+            f"{unset[0]} has no value (the config leaves it ???): set it, e.g. {unset[0]}=<value>"
+            + (f", or choose one of conf/{group}/ with {group}=<name>" if "." not in unset[0] else "")
+        )
     for key, knob in knobs(schema).items():
         if knob.kind in _NUMBERS or knob.kind is bool or knob.meta.get("choices"):
             check_value(key, OmegaConf.select(cfg, key), knob)

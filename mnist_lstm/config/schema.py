@@ -44,6 +44,11 @@ def knob(help: str, *, hparam: bool = False, architecture: bool = False, **limit
                                             **limits(**limit)})  # fmt: skip
 
 
+def named_objects(help: str) -> Any:
+    """A mapping of objects by name, which may be empty."""
+    return field(default_factory=dict, metadata={"help": help, "hparam": False, "architecture": False, **limits()})
+
+
 def group(node: type) -> Any:
     return field(default_factory=node)
 
@@ -140,8 +145,8 @@ class TrainConfig:
     speed: SpeedConfig = group(SpeedConfig)
     paths: PathsConfig = group(PathsConfig)
     trainer: Any = knob("lightning.pytorch.Trainer's arguments (conf/trainer/)")
-    callbacks: Any = knob("Lightning callbacks by name (conf/callbacks/)")
-    logger: Any = knob("Lightning loggers by name (conf/logger/)")
+    callbacks: Any = named_objects("Lightning callbacks by name (conf/callbacks/; callbacks=[]: none)")
+    logger: Any = named_objects("Lightning loggers by name (conf/logger/; logger=[]: none)")
 
 
 @dataclass

@@ -34,9 +34,6 @@ def dry_run(cfg: DictConfig) -> None:
     with _quiet("lightning.pytorch", "lightning.fabric"):
         callbacks = [_build(f"callbacks.{name}", c) for name, c in cfg.get("callbacks", {}).items() if c is not None]
         trainer = _build("trainer", cfg.trainer, callbacks=callbacks, logger=False)
-    _check_optimisation(cfg)
-    with torch.device("meta"):  # the model's shapes, no memory
-        _build("model", cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
     device = trainer.strategy.root_device
     needed = training_bytes(
         cfg.model.hidden_size, cfg.model.layer_num, cfg.batch_size, cfg.data.eval_batch_size, cfg.speed.loop
@@ -48,6 +45,9 @@ def dry_run(cfg: DictConfig) -> None:
             f"one batch's activations, MNIST) and {available / GIB:.1f} GiB is available: lower hidden_size, "
             "layer_num or batch_size"
         )
+    _check_optimisation(cfg)
+    with torch.device("meta"):  # the model's shapes, no memory
+        _build("model", cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
 
 
 def _build(key: str, node: DictConfig, **kwargs: object) -> object:
