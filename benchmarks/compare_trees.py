@@ -5,7 +5,9 @@
 
 Each round runs the small model's 100-step run (validation, test, figures) once in each tree, in fresh
 processes, alternating which goes first; every phase of `benchmarks.e2e.phases` is reported as the median over
-rounds, with the median of the per-round ratios of the wall times.
+rounds, with the median of the per-round ratios of the wall times and of the steps per second (after the first
+20 steps, validations left out). `--model tutorial`: the tutorial's shape (2 x 256) instead, e.g.
+`--model tutorial --steps 140 --rounds 6 --threads 0` for train.py's speed at that shape.
 """
 
 from __future__ import annotations
@@ -22,34 +24,46 @@ RUN = """
 import json, sys
 sys.path.insert(0, {tree!r})
 import torch
-torch.set_num_threads({threads})
-from benchmarks.e2e import run_train_script
-seconds, _ = run_train_script({steps}, {data_dir!r}, "cpu", "hidden_size=8", "layer_num=1", "batch_size=128",
-                              "val_every={steps}")
+torch.set_num_threads({threads} or torch.get_num_threads())
+from benchmarks.e2e import run_train_script, steps_per_second
+seconds, timeline = run_train_script({steps}, {data_dir!r}, "cpu", {shape}, "batch_size=128", "val_every={steps}")
+seconds["steps_per_s"] = steps_per_second(timeline["ends"], min(20, {steps} // 2), timeline.get("validations", []))
 print(json.dumps(seconds))
 """
+SHAPES = {"small": '"hidden_size=8", "layer_num=1"', "tutorial": '"hidden_size=256", "layer_num=2"'}
 
 
-def whole_run(tree: Path, data_dir: str, steps: int, threads: int) -> dict[str, float]:
+def whole_run(tree: Path, data_dir: str, steps: int, threads: int, model: str = "small") -> dict[str, float]:
     """One train.py run of `tree`'s code (its benchmarks.e2e and scripts), in a fresh interpreter."""
-    code = RUN.format(tree=str(tree), data_dir=data_dir, steps=steps, threads=threads)
+    code = RUN.format(tree=str(tree), data_dir=data_dir, steps=steps, threads=threads, shape=SHAPES[model])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"the run of {tree} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def compare(trees: dict[str, Path], data_dir: str, rounds: int, steps: int, threads: int) -> dict[str, object]:
+def compare(
+    trees: dict[str, Path], data_dir: str, rounds: int, steps: int, threads: int, model: str = "small"
+) -> dict[str, object]:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for r in range(rounds):
         order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
         for name, tree in order:
-            runs[name].append(whole_run(tree, data_dir, steps, threads))
+            runs[name].append(whole_run(tree, data_dir, steps, threads, model))
         print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]['wall_s']:.2f} s" for n, v in runs.items()), flush=True)
     before, after = runs["before"], runs["after"]
     medians = {name: {k: statistics.median(run[k] for run in v) for k in v[0]} for name, v in runs.items()}
     ratio = statistics.median(a["wall_s"] / b["wall_s"] for a, b in zip(after, before, strict=True))
-    return {"rounds": rounds, "steps": steps, "medians": medians, "wall_ratio": ratio, "runs": runs}
+    speed = statistics.median(a["steps_per_s"] / b["steps_per_s"] for a, b in zip(after, before, strict=True))
+    return {
+        "rounds": rounds,
+        "steps": steps,
+        "model": model,
+        "medians": medians,
+        "wall_ratio": ratio,
+        "steps_per_s_ratio": speed,
+        "runs": runs,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,16 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default="data", help="holds MNIST/raw/")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of each run")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each run (0: torch's default)")
+    parser.add_argument("--model", choices=sorted(SHAPES), default="small", help="the model's shape")
     parser.add_argument("--out", type=Path, help="the runs and medians, as JSON")
     args = parser.parse_args(argv)
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
-    results = compare(trees, args.data_dir, args.rounds, args.steps, args.threads)
+    results = compare(trees, args.data_dir, args.rounds, args.steps, args.threads, args.model)
     results["command"] = " ".join([Path(sys.executable).name, "-m", "benchmarks.compare_trees", *sys.argv[1:]])
     before, after = results["medians"]["before"], results["medians"]["after"]
     for key in before:
         print(f"{key:16s} before {before[key]:7.3f}  after {after[key]:7.3f}  {after[key] - before[key]:+.3f}")
     print(f"wall time, median of per-round ratios after/before: {results['wall_ratio']:.3f}")
+    print(f"steps per second, median of per-round ratios after/before: {results['steps_per_s_ratio']:.3f}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

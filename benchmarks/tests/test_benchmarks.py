@@ -166,10 +166,13 @@ def test_compare_trees_runs_both_checkouts_and_reports_every_phase(mnist_dir: Pa
     results = json.loads(out.read_text())
     for name in ("before", "after"):
         phases = results["medians"][name]
-        parts = [k for k in phases if k not in ("wall_s", "to_train_start_s", "steps_s", "after_steps_s")]
+        coarse = ("wall_s", "to_train_start_s", "steps_s", "after_steps_s", "steps_per_s")
+        parts = [k for k in phases if k not in coarse]
         assert sum(phases[k] for k in parts) == pytest.approx(phases["wall_s"], rel=1e-6)
         assert phases["test_figures_s"] > 0  # a whole run: the test and its figures included
     assert results["wall_ratio"] > 0 and "wall time, median of per-round ratios" in result.stdout
+    assert results["steps_per_s_ratio"] > 0
+    assert all(results["medians"][name]["steps_per_s"] > 0 for name in ("before", "after"))
 
 
 def test_adam_comparison_alternates_fused_and_default_adam(mnist_dir: Path, monkeypatch) -> None:
