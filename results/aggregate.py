@@ -1,7 +1,8 @@
-"""Per-seed recipe results: record finished runs into recipes.csv, and print the README's table.
+"""Per-seed recipe results: record finished runs into a CSV (recipes.csv by default), print their table, draw them.
 
-    python results/aggregate.py add logs/tutorial/multiruns/<date>/*   # append finished runs
-    python results/aggregate.py table                                  # mean ± std per recipe
+    python results/aggregate.py add logs/tutorial/multiruns/<date>/*        # append finished runs
+    python results/aggregate.py table                                       # mean ± std per recipe
+    python results/aggregate.py --csv results/ablation.csv figure --out docs/ablation.png   # mean ± std, each seed
 
 A run is read from its own files: `.hydra/config.yaml` (recipe, seed), `.hydra/overrides.yaml` (the command,
 less data and log paths), `metrics.yaml` (val/test metrics of the checkpoint chosen on val/acc), and `train.log`
@@ -46,20 +47,31 @@ def read_run(run_dir: Path) -> dict:
         "test_loss": round(metrics["test/loss"], 6),
         "wall_s": round((_log_time(log_lines[-1]) - _log_time(log_lines[0])).total_seconds()),
         "cell": config["model"]["cell"],
-        "machine": f"{platform.machine()} {len(os.sched_getaffinity(0))} cores",
+        "machine": f"{_cpu_name()}, {len(os.sched_getaffinity(0))} cores",
         "command": " ".join(["python scripts/train.py", *_recipe_overrides(run_dir)]),
     }
 
 
-def load() -> list[dict]:
-    if not CSV.exists():
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.machine()
+
+
+def load(path: Path | None = None) -> list[dict]:
+    path = path or CSV
+    if not path.exists():
         return []
-    with CSV.open() as f:
+    with path.open() as f:
         return list(csv.DictReader(f))
 
 
-def add(run_dirs: list[Path]) -> None:
-    rows = load()
+def add(run_dirs: list[Path], path: Path | None = None) -> None:
+    path = path or CSV
+    rows = load(path)
     known = {(r["recipe"], str(r["seed"])) for r in rows}
     for run_dir in run_dirs:
         if not (run_dir / "metrics.yaml").exists():
@@ -69,22 +81,27 @@ def add(run_dirs: list[Path]) -> None:
         if (row["recipe"], str(row["seed"])) not in known:
             rows.append(row)
             print(f"added {row['recipe']} seed {row['seed']}: test/acc {row['test_acc']:.4f}")
-    with CSV.open("w", newline="") as f:
+    with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
 
 
-def table() -> str:
+def by_recipe(path: Path | None = None) -> dict[str, list[dict]]:
+    """The rows of `path` grouped by recipe, in the order the recipes first appear."""
+    grouped: dict[str, list[dict]] = {}
+    for row in load(path):
+        grouped.setdefault(row["recipe"], []).append(row)
+    return grouped
+
+
+def table(path: Path | None = None) -> str:
     """One Markdown row per recipe: test accuracy over seeds as mean ± std, min, max; median wall time."""
-    by_recipe: dict[str, list[dict]] = {}
-    for row in load():
-        by_recipe.setdefault(row["recipe"], []).append(row)
     lines = [
         "| recipe | seeds | test acc mean ± std | min | max | val acc best (mean) | wall time / run (median) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for recipe, rows in by_recipe.items():
+    for recipe, rows in by_recipe(path).items():
         acc = [100 * float(r["test_acc"]) for r in rows]
         val = [100 * float(r["val_acc_best"]) for r in rows]
         std = statistics.stdev(acc) if len(acc) > 1 else 0.0
@@ -97,15 +114,45 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def figure(path: Path | None, out: Path, title: str) -> None:
+    """Each recipe's test accuracy: every seed a dot, the mean ± std a bar, best mean at the top."""
+    from matplotlib.figure import Figure  # (only for the figure: recording and the table need no matplotlib)
+
+    groups = sorted(by_recipe(path).items(), key=lambda item: statistics.mean(float(r["test_acc"]) for r in item[1]))
+    fig = Figure(figsize=(8, 0.45 * len(groups) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    for y, (_, rows) in enumerate(groups):
+        acc = [100 * float(r["test_acc"]) for r in rows]
+        mean, std = statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0
+        ax.errorbar(mean, y, xerr=std, fmt="o", color="tab:blue", capsize=4, markersize=7)
+        ax.scatter(acc, [y] * len(acc), color="tab:orange", s=14, zorder=3, alpha=0.8)
+        ax.annotate(f"{mean:.2f} ± {std:.2f}%", (mean, y), xytext=(0, 7), textcoords="offset points", ha="center",
+                    fontsize=8)  # fmt: skip
+    ax.set_yticks(range(len(groups)), [f"{recipe} ({len(rows)})" for recipe, rows in groups])
+    ax.set_xlabel("test accuracy, % (mean ± std over seeds; each seed a dot)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylim(-0.7, len(groups) - 0.3)
+    ax.set_title(title, fontsize=10)
+    fig.savefig(out, dpi=100)
+    print(f"Wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", type=Path, default=None, help="the CSV of per-seed results (default recipes.csv)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("add", help="append finished run directories").add_argument("run_dirs", nargs="+", type=Path)
     sub.add_parser("table", help="print the Markdown table")
+    drawing = sub.add_parser("figure", help="draw each recipe's seeds and mean ± std")
+    drawing.add_argument("--out", type=Path, required=True)
+    drawing.add_argument("--title", default="2,000 steps of batch 128, 2 x 256 LSTM: test accuracy per recipe")
     args = parser.parse_args()
     if args.command == "add":
-        add(args.run_dirs)
-    print(table())
+        add(args.run_dirs, args.csv)
+    if args.command == "figure":
+        figure(args.csv, args.out, args.title)
+        return
+    print(table(args.csv))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ def find_mnist(environ: dict[str, str], repo: Path, download: Callable[[Path], N
         download(target)
     except Exception as err:  # offline, or a download that failed its checksum
         tried = "; ".join(f"{what}: {folder}" for what, folder in places)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        cause = err.__cause__ or err  # (the download's own error, not the run's advice on where to put the files)
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise NoMNIST(
             f"the tests need the four MNIST files {', '.join(MNIST_FILES)}; none of these places holds them ({tried}) "
             f"and downloading them into {target} failed ({reason}): copy them into {raw_dir(target)}, or set "

@@ -80,3 +80,38 @@ def test_missing_data_is_one_clear_line(tmp_path: Path, download: bool) -> None:
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
     assert all(name in message for name in MNIST_FILES)
     assert "data.data_dir=" in message
+
+
+def test_a_random_shift_moves_each_image_by_at_most_the_pixels_asked() -> None:
+    from mnist_lstm.data.augment import random_shift
+
+    torch.manual_seed(0)
+    images = torch.zeros(64, 28, 28)
+    images[:, 10:18, 9:19] = torch.rand(64, 8, 10) + 0.1  # a "digit" away from the edges
+    shifted = random_shift(images, 2)
+    assert shifted.shape == images.shape and torch.equal(random_shift(images, 0), images)
+    moves = set()
+    for before, after in zip(images, shifted, strict=True):
+        found = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(torch.roll(before, (dy, dx), dims=(0, 1)), after)  # (nothing crosses an edge here)
+        ]
+        assert len(found) == 1
+        moves.add(found[0])
+    assert len(moves) > 10  # each image its own move
+    torch.testing.assert_close(shifted.sum(dim=(1, 2)), images.sum(dim=(1, 2)))
+
+
+def test_only_training_batches_are_shifted(mnist_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    dm = MNISTDataModule(data_dir=str(mnist_dir), shift=3, download=False)
+    batch = (torch.rand(8, 28, 28), torch.arange(8))
+    dm.trainer = SimpleNamespace(training=False)
+    assert dm.on_after_batch_transfer(batch, 0) is batch
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(1)
+    images, labels = dm.on_after_batch_transfer(batch, 0)
+    assert not torch.equal(images, batch[0]) and labels is batch[1]

@@ -124,3 +124,26 @@ def test_last_ckpt_is_written_at_every_validation_even_when_the_best_does_not_ch
     assert best.name.startswith("step00010")  # validated at 10, 20 and 30; the score never rose after 10
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == sorted(["last.ckpt", best.name])
+
+
+def test_label_smoothing_trains_towards_smoothed_targets_and_reports_the_plain_loss() -> None:
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    module = RowLSTMModule(hidden_size=8, layer_num=1, label_smoothing=0.1).eval()  # (no dropout: same logits)
+    batch = (torch.rand(5, 28, 28), torch.tensor([0, 1, 2, 3, 4]))
+    smoothed, logits, labels = module.model_step(batch, module.hparams.label_smoothing)
+    plain, _, _ = module.model_step(batch)
+    torch.testing.assert_close(smoothed, F.cross_entropy(logits, labels, label_smoothing=0.1))
+    torch.testing.assert_close(plain, F.cross_entropy(logits, labels))
+    assert smoothed.item() != plain.item()
+
+
+def test_orthogonal_recurrent_weights() -> None:
+    module = RowLSTMModule(hidden_size=16, layer_num=2, recurrent_init="orthogonal")
+    for layer in module.net.lstm.layers:
+        for gate in layer.gates.weight[:, layer.input_size :].detach().chunk(4, dim=0):
+            torch.testing.assert_close(gate @ gate.T, torch.eye(16), rtol=0, atol=1e-5)
+    uniform = RowLSTMModule(hidden_size=16, layer_num=1).net.lstm.layers[0]
+    gate = uniform.gates.weight[:16, uniform.input_size :].detach()
+    assert not torch.allclose(gate @ gate.T, torch.eye(16), atol=1e-2)

@@ -73,6 +73,12 @@ class DataConfig:
     download: bool = knob("download MNIST when it is missing")
     num_workers: int = knob("DataLoader worker processes (the data is already in memory as tensors)", at_least=0)
     pin_memory: bool = knob("DataLoader pin_memory")
+    shift: int = knob(
+        "augmentation: each training image moved by up to this many pixels each way (0: none)",
+        at_least=0,
+        at_most=8,
+        example="data.shift=2",
+    )
     on_device: bool | None = knob(
         "keep all of MNIST on the GPU and gather batches there (null: when the run is on a GPU)"
     )
@@ -95,6 +101,16 @@ class ModelConfig:
         choices=("custom", "torch"),
         hparam=True,
         architecture=True,
+    )
+    label_smoothing: float = knob(
+        "training targets of 1 - s on the label and s / 10 elsewhere (validation and test: the plain loss)",
+        at_least=0.0,
+        below=1.0,
+        example="model.label_smoothing=0.1",
+    )
+    recurrent_init: str = knob(
+        "uniform: nn.LSTM's initialisation; orthogonal: each gate's recurrent weight an orthogonal matrix",
+        choices=("uniform", "orthogonal"),
     )
     optimizer: Any = knob("the optimiser, a partial completed with the parameters (torch.optim.Adam by default)")
     scheduler: Any = knob("a learning-rate schedule stepped every step, a partial (e.g. OneCycleLR), or null")

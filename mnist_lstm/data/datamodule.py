@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from mnist_lstm.data.augment import random_shift
 from mnist_lstm.data.files import ensure_mnist, load_mnist
 from mnist_lstm.data.shuffle import ResumableShuffle
 
@@ -38,7 +39,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     Everything stays in memory as tensors (47 MB of pixels): no PIL image is decoded per sample. With
     `on_device` (by default whenever the run is on a GPU) the tensors move to the GPU once, in setup, and
-    each batch is gathered there: no host-to-device copy of images per step.
+    each batch is gathered there: no host-to-device copy of images per step. `shift`: each training image moved
+    by up to that many pixels each way (augment.py), where the batch is.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         on_device: bool | None = None,
+        shift: int = 0,
     ) -> None:
         super().__init__()
         self.data_dir = data_dir
@@ -63,6 +66,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.on_device = on_device
+        self.shift = shift
         self.train_set: InMemory | None = None
         self.val_set: InMemory | None = None
         self.test_set: InMemory | None = None
@@ -118,6 +122,12 @@ class MNISTDataModule(L.LightningDataModule):
         if resume:
             self.train_order.resume_at(resume["epoch"], resume["samples"])
         return self._loader(self.train_set, self.batch_size, self.train_order)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        if self.shift and self.trainer is not None and self.trainer.training:
+            images, labels = batch
+            return random_shift(images, self.shift), labels
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size)

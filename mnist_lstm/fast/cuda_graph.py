@@ -243,7 +243,7 @@ class WholeStepGraphModule(_GraphedModule):
         optimizer = trainer.optimizers[0]
         optimizer.zero_grad(set_to_none=True)
         logits = self.net(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         loss.backward()
         # (Clipping by norm or value is device work only: no wait for the GPU, so the graph holds it too.)
         self.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
