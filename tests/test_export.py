@@ -101,6 +101,10 @@ def test_bad_inputs_are_one_line_and_nothing_is_half_written(exported: tuple[Pat
     text.write_text("not a checkpoint\n")
     a_file = tmp_path / "a_file"
     a_file.write_text("")
+    digit = tmp_path / "digit.png"
+    picture = Image.new("L", (28, 28))
+    picture.paste(255, (10, 5, 17, 23))  # a white bar on black: a "1"
+    picture.save(digit)
     before = {p: p.stat().st_mtime_ns for p in onnx_file.parent.iterdir()}
     cases = [
         ("export.py", [f"ckpt_path={text}", f"out={tmp_path / 'out'}"], f"{text} is not a PyTorch checkpoint"),
@@ -112,10 +116,10 @@ def test_bad_inputs_are_one_line_and_nothing_is_half_written(exported: tuple[Pat
         ),
         (
             "predict.py",
-            [f"onnx={foreign_onnx(tmp_path / 'foreign.onnx')}", f"image={text}"],
+            [f"onnx={foreign_onnx(tmp_path / 'foreign.onnx')}", f"image={digit}"],
             f"{tmp_path / 'foreign.onnx'} is an ONNX model, but not one of this project's (input [['batch', 5]]",
         ),
-        ("predict.py", [f"onnx={text}", f"image={text}"], f"{text} is not an ONNX model onnxruntime can load"),
+        ("predict.py", [f"onnx={text}", f"image={digit}"], f"{text} is not an ONNX model onnxruntime can load"),
         ("eval.py", [f"ckpt_path={ckpt}", f"onnx={onnx_file}"], "both of ckpt_path= and onnx= given: pass one"),
     ]
     for script, args, message in cases:
@@ -142,5 +146,5 @@ def test_an_export_without_per_row_logits_still_predicts(exported: tuple[Path, P
     assert result.returncode == 0, result.stderr[-3000:]
     runtime = OnnxModel(tmp_path / f"{ckpt.stem}.onnx")
     assert not runtime.has_per_row and runtime(torch.rand(3, 28, 28)).shape == (3, 10)
-    with pytest.raises(UserError, match="was exported with per_row=false"):
+    with pytest.raises(UserError, match=r"has no per-row logits \(exported with per_row=false\)"):
         runtime.per_row_logits(torch.rand(1, 28, 28))

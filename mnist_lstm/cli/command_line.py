@@ -26,6 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, OverrideType
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mnist_lstm.config import checks, renamed
 from mnist_lstm.config.schema import SCHEMAS, TrainConfig
@@ -68,12 +69,12 @@ def prepare_command_line(config_dir: Path, config_name: str, argv: list[str], re
                 checks.check_value(override.key_or_group, value, knobs[override.key_or_group])
     job = as_one_job(cfg)
     checks.check(job, schema)
-    if schema is TrainConfig and not args.cfg:
-        dry_run(job)  # what Lightning and torch refuse, and a run too large, before anything is written
     if not args.cfg:  # --cfg only prints the config
         check_output_dir(cfg, args.multirun, run_dir if resuming else None)
     if resumable and ckpt_path:
         check_resume(cfg, ckpt_path)
+    if schema is TrainConfig and not args.cfg:
+        dry_run(job)  # what Lightning and torch refuse, and a run too large, before anything is written
     if overrides == list(args.overrides):
         return argv
     return [arg for arg in argv if arg not in args.overrides] + overrides
@@ -112,6 +113,12 @@ def as_one_job(cfg: DictConfig) -> DictConfig:
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     if "paths" in job and "output_dir" in job.paths:
         job.paths.output_dir = str(Path(tempfile.gettempdir()) / "mnist-lstm-not-a-run")
+    try:
+        OmegaConf.resolve(job)  # every ${...} now: a reference to nothing is said here, in one line
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "a value"
+        reason = str(err).strip().splitlines()[0]
+        raise UserError(f"{key} cannot be resolved ({reason}); check its ${{...}} references") from err
     return job
 
 

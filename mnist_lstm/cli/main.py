@@ -56,7 +56,7 @@ def reports_user_errors(task: Callable[..., T]) -> Callable[..., T]:
 def hydra_main(config_name: str, config_path: str = "../conf", resumable: bool = False) -> Callable:
     """`@hydra.main` for this project's scripts, with `reports_user_errors` applied to the task.
 
-    Before Hydra runs, the command line is checked against the composed config (`overrides.py`): a typo
+    Before Hydra runs, the command line is checked against the composed config (`command_line.py`): a typo
     in a key, an unknown config choice, a bad value or an existing run directory end in one line, with
     nothing written. `resumable`: `ckpt_path=<run>/checkpoints/x.ckpt` continues that run (train.py).
     Ctrl-C outside of training ends with status 130 and one line instead of a traceback.

@@ -274,7 +274,7 @@ def _speed_rules(cfg: DictConfig) -> None:
     if speed.cuda_graph == "none":
         return
     precision = str(OmegaConf.select(cfg, "trainer.precision", default="32"))
-    if "mixed" in precision:
+    if "mixed" in precision or precision in ("16", "bf16"):  # (Lightning reads "16" and "bf16" as mixed)
         raise UserError(cuda_graph_precision_refusal(speed.cuda_graph, precision))
     if speed.compile:
         raise UserError(
@@ -296,6 +296,13 @@ def cuda_graph_precision_refusal(setting: str, precision: str) -> str:
     return (
         f"speed.cuda_graph={setting} does not combine with trainer.precision={precision} (autocast); "
         "use trainer.precision=32-true or speed.cuda_graph=none"
+    )
+
+
+def cuda_graph_world_size_refusal(setting: str, processes: int) -> str:
+    return (
+        f"speed.cuda_graph={setting} is for one GPU, and this run has {processes} processes; "
+        "use speed.cuda_graph=none with several devices"
     )
 
 

@@ -1,5 +1,5 @@
-"""MNIST for the row-by-row LSTM: the files (files.py), the LightningDataModule (datamodule.py) and the resumable
-order of the training data (shuffle.py)."""
+"""MNIST for the row-by-row LSTM: the files (files.py), the LightningDataModule (datamodule.py), the resumable
+order of the training data (shuffle.py) and the training images' augmentation (augment.py)."""
 
 from mnist_lstm.data.datamodule import InMemory, MNISTDataModule
 from mnist_lstm.data.files import EXTRACTED_SIZES, MNIST_FILES, ensure_mnist, load_mnist, raw_dir

@@ -31,11 +31,12 @@ def raw_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / "MNIST" / "raw"
 
 
-def missing_data_message(data_dir: str | Path, reason: str) -> str:
+def missing_data_message(data_dir: str | Path, reason: str, keys: str = "data.") -> str:
+    """`keys`: how the script spells its data keys (train.py's `data.data_dir`; the demo's top-level `data_dir`)."""
     return (
         f"MNIST is not in {raw_dir(data_dir)} and could not be downloaded ({reason}); online, a run downloads it "
         f"there itself; offline, put the four original files {', '.join(MNIST_FILES)} into that folder, "
-        "or point data.data_dir=<dir> at a folder holding MNIST/raw/ with them"
+        f"or point {keys}data_dir=<dir> at a folder holding MNIST/raw/ with them"
     )
 
 
@@ -71,7 +72,7 @@ def _remove_partial_extractions(folder: Path) -> None:
             (folder / name).unlink()
 
 
-def ensure_mnist(data_dir: str | Path, download: bool = True) -> None:
+def ensure_mnist(data_dir: str | Path, download: bool = True, keys: str = "data.") -> None:
     """Make `<data_dir>/MNIST/raw/` hold the verified, extracted MNIST files.
 
     With the four original `.gz` files there, torchvision checks their md5 sums and extracts them
@@ -83,16 +84,16 @@ def ensure_mnist(data_dir: str | Path, download: bool = True) -> None:
     # One process at a time (runs of a sweep share the folder): none may read a file another is extracting.
     writable = folder.is_dir() and os.access(folder, os.W_OK)  # a read-only copy is never extracted into
     with FileLock(folder / ".lock") if writable else contextlib.nullcontext():
-        _ensure_mnist(data_dir, folder, download)
+        _ensure_mnist(data_dir, folder, download, keys)
 
 
-def _ensure_mnist(data_dir: str | Path, folder: Path, download: bool) -> None:
+def _ensure_mnist(data_dir: str | Path, folder: Path, download: bool, keys: str) -> None:
     present = [(name, md5) for name, md5 in MNIST.resources if (folder / name).is_file()]
     damaged = {name: reason for name, md5 in present if (reason := damage(folder / name, md5))}
     if damaged and not download:
         raise UserError(damaged_data_message(data_dir, *next(iter(damaged.items()))))
     if len(present) < len(MNIST.resources) and not download:
-        raise UserError(missing_data_message(data_dir, "downloading is off: data.download=false"))
+        raise UserError(missing_data_message(data_dir, f"downloading is off: {keys}download=false", keys))
     _remove_partial_extractions(folder)
     try:
         # torchvision prints its download and extraction chatter; a failure is reported below instead.
@@ -102,13 +103,13 @@ def _ensure_mnist(data_dir: str | Path, folder: Path, download: bool) -> None:
         if damaged:  # and it could not be downloaded again
             raise UserError(damaged_data_message(data_dir, *next(iter(damaged.items())))) from err
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(missing_data_message(data_dir, reason)) from err
+        raise UserError(missing_data_message(data_dir, reason, keys)) from err
 
 
-def load_mnist(data_dir: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(data_dir: str | Path, train: bool, keys: str = "data.") -> tuple[torch.Tensor, torch.Tensor]:
     """Official MNIST split as (images float32 (N, 28, 28) in [0, 1], labels int64 (N,)); see ensure_mnist."""
     try:
         dataset = MNIST(str(data_dir), train=train, download=False)
     except RuntimeError as err:
-        raise UserError(missing_data_message(data_dir, "not prepared yet")) from err
+        raise UserError(missing_data_message(data_dir, "not prepared yet", keys)) from err
     return dataset.data.float().div_(255.0), dataset.targets.long()

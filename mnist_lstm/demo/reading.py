@@ -100,10 +100,10 @@ class OfficialDigits:
         """From `<data_dir>/MNIST/raw/` (downloaded there first if missing and `download`), as training finds
         them; if they cannot be had, an empty set that says why."""
         try:
-            ensure_mnist(data_dir, download)
-            images, labels = load_mnist(data_dir, train=False)
-        except UserError as err:  # (its message names train.py's keys: here they are top-level)
-            return cls(None, None, str(err).replace("data.download", "download").replace("data.data_dir", "data_dir"))
+            ensure_mnist(data_dir, download, keys="")  # (the demo's keys are top-level: data_dir=, download=)
+            images, labels = load_mnist(data_dir, train=False, keys="")
+        except UserError as err:
+            return cls(None, None, str(err))
         return cls(images, labels)
 
     def __len__(self) -> int:

@@ -31,11 +31,14 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from mnist_lstm.config.checks import cuda_graph_precision_refusal, whole_step_refusal
+from mnist_lstm.config.checks import (
+    cuda_graph_precision_refusal,
+    cuda_graph_world_size_refusal,
+    whole_step_refusal,
+)
 from mnist_lstm.errors import UserError
 from mnist_lstm.model.module import Batch, RowLSTMModule
 
@@ -166,7 +169,7 @@ def _stepping_outside_the_graph() -> Iterator[None]:
 
 def _refuse_autocast(setting: str) -> None:
     if torch.is_autocast_enabled("cuda"):
-        raise RuntimeError(cuda_graph_precision_refusal(setting, "*-mixed"))
+        raise UserError(cuda_graph_precision_refusal(setting, "*-mixed"))
 
 
 class _GraphedModule(RowLSTMModule):
@@ -187,10 +190,7 @@ class _GraphedModule(RowLSTMModule):
                 f"speed.cuda_graph={self.setting} applies to CUDA runs only; this run is on the {self.device.type}"
             )
         if self.trainer.world_size > 1:
-            raise UserError(
-                f"speed.cuda_graph={self.setting} is for one GPU, and this run has {self.trainer.world_size} "
-                "processes; use speed.cuda_graph=none with several devices"
-            )
+            raise UserError(cuda_graph_world_size_refusal(self.setting, self.trainer.world_size))
         # A graph replays the addresses of the weights (and optimiser state) it was captured with, and after a fit
         # Lightning moves the weights to the CPU (and each fit builds its optimiser anew): each fit captures its own.
         self._new_graphs()
@@ -242,8 +242,7 @@ class WholeStepGraphModule(_GraphedModule):
         trainer = self.trainer
         optimizer = trainer.optimizers[0]
         optimizer.zero_grad(set_to_none=True)
-        logits = self.net(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        loss, logits, _ = self.model_step((images, labels), self.hparams.label_smoothing)
         loss.backward()
         # (Clipping by norm or value is device work only: no wait for the GPU, so the graph holds it too.)
         self.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)

@@ -13,7 +13,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from mnist_lstm.model.lstm import RowLSTMClassifier
+from mnist_lstm.model.lstm import RowLSTMClassifier, StackedLSTM
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -122,8 +122,11 @@ class RowLSTMModule(L.LightningModule):
 
 def orthogonal_recurrent_weights_(net: RowLSTMClassifier) -> None:
     """Each gate's recurrent weight (hidden x hidden) an orthogonal matrix: a common start for RNNs, whose repeated
-    products with it then neither grow nor shrink the state (Saxe et al., 2014). Our stacks only."""
-    for layer in getattr(net.lstm, "layers", []):
-        recurrent = layer.gates.weight.data[:, layer.input_size :]  # (4 * hidden, hidden): nn.LSTM's weight_hh
-        for gate in recurrent.chunk(4, dim=0):
+    products with it then neither grow nor shrink the state (Saxe et al., 2014)."""
+    if isinstance(net.lstm, StackedLSTM):
+        recurrent = [layer.gates.weight.data[:, layer.input_size :] for layer in net.lstm.layers]  # weight_hh
+    else:  # nn.LSTM's own
+        recurrent = [getattr(net.lstm.lstm, f"weight_hh_l{k}").data for k in range(net.lstm.lstm.num_layers)]
+    for weight in recurrent:
+        for gate in weight.chunk(4, dim=0):
             torch.nn.init.orthogonal_(gate)

@@ -121,7 +121,7 @@ class StopOnNonFiniteLoss(L.Callback):
     sees it, and says which step it was.
 
     On the CPU the loss is checked before its backward pass: the weights stay as they were after the last good
-    step (with model.cuda_graph=step, whose training_step has already updated them, only the checkpoints do).
+    step (with speed.cuda_graph=whole_step, whose training_step has already updated them, only the checkpoints do).
     (Lightning's EarlyStopping(check_finite=True) only looks at validation time, after the damage.)
 
     On a GPU (`deferred`, by default there) reading the loss makes the CPU wait for the GPU at every step, which

@@ -8,19 +8,20 @@ and schedule on one stand-in parameter, and the memory a run needs is estimated 
 
 from __future__ import annotations
 
-import logging
+import functools
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import hydra
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from mnist_lstm import fast
+from mnist_lstm.config.checks import cuda_graph_world_size_refusal
 from mnist_lstm.errors import UserError
+from mnist_lstm.model.lstm import RowLSTMClassifier
+from mnist_lstm.quiet import quiet
+from mnist_lstm.run.train import build_model
 
 GIB = 2**30
 ROWS, COLUMNS, CLASSES = 28, 28, 10
@@ -31,9 +32,11 @@ PROCESS_BYTES = 1 * GIB  # Python, torch and Lightning themselves, before any te
 def dry_run(cfg: DictConfig) -> None:
     """Build train.py's objects from `cfg` (resolvable: mnist_lstm.cli.command_line.as_one_job) without training
     or writing anything; raise UserError, one line, for what they refuse or a run that cannot fit."""
-    with _quiet("lightning.pytorch", "lightning.fabric"):
+    with quiet("lightning.pytorch", "lightning.fabric"):  # (its lines about the devices: the run says them)
         callbacks = [_build(f"callbacks.{name}", c) for name, c in cfg.get("callbacks", {}).items() if c is not None]
         trainer = _build("trainer", cfg.trainer, callbacks=callbacks, logger=False)
+    if cfg.speed.cuda_graph != "none" and trainer.world_size > 1:
+        raise UserError(cuda_graph_world_size_refusal(cfg.speed.cuda_graph, trainer.world_size))
     device = trainer.strategy.root_device
     needed = training_bytes(
         cfg.model.hidden_size, cfg.model.layer_num, cfg.batch_size, cfg.data.eval_batch_size, cfg.speed.loop
@@ -45,9 +48,13 @@ def dry_run(cfg: DictConfig) -> None:
             f"one batch's activations, MNIST) and {available / GIB:.1f} GiB is available: lower hidden_size, "
             "layer_num or batch_size"
         )
-    _check_optimisation(cfg)
+    _check_optimisation(cfg, capturable=cfg.speed.cuda_graph == "whole_step" and device.type == "cuda")
     with torch.device("meta"):  # the model's shapes, no memory
-        _build("model", cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
+        try:
+            build_model(cfg)
+        except InstantiationException as err:
+            reason = str(err.__cause__ or err).strip().splitlines()[0]
+            raise UserError(f"model refused its options: {reason}; change model.* overrides") from err
 
 
 def _build(key: str, node: DictConfig, **kwargs: object) -> object:
@@ -62,10 +69,14 @@ def _build(key: str, node: DictConfig, **kwargs: object) -> object:
         raise UserError(f"{key} refused its options: {reason}; change {key}.* (--cfg job prints them)") from err
 
 
-def _check_optimisation(cfg: DictConfig) -> None:
-    """The optimiser and the schedule as configured, on one stand-in parameter: torch checks their arguments."""
+def _check_optimisation(cfg: DictConfig, capturable: bool) -> None:
+    """The optimiser and the schedule as configured, on one stand-in parameter: torch checks their arguments.
+    `capturable`: as speed.cuda_graph=whole_step builds it on a GPU (WholeStepGraphModule.configure_optimizers)."""
     stand_in = torch.zeros(1, requires_grad=True)
-    optimizer = _call("model.optimizer", hydra.utils.instantiate(cfg.model.optimizer), [stand_in])
+    optimizer_factory = hydra.utils.instantiate(cfg.model.optimizer)
+    if capturable:
+        optimizer_factory = functools.partial(optimizer_factory, capturable=True)
+    optimizer = _call("model.optimizer", optimizer_factory, [stand_in])
     if cfg.model.scheduler is not None:
         _call("model.scheduler", hydra.utils.instantiate(cfg.model.scheduler), optimizer)
 
@@ -79,7 +90,9 @@ def _call(key: str, partial: object, argument: object) -> object:
 
 
 def parameter_count(hidden: int, layers: int) -> int:
-    """The LSTM's and the classifier's parameters: each layer's fused gate weight (4H, input + H) and bias."""
+    """The LSTM's and the classifier's parameters: each layer's fused gate weight (4H, input + H) and bias.
+    (Counted from the sizes, not from a model built on the meta device: with layer_num in the millions, even
+    that build would take long, and this estimate is what refuses such a run first.)"""
     lstm = sum(4 * hidden * ((COLUMNS if k == 0 else hidden) + hidden) + 4 * hidden for k in range(layers))
     return lstm + CLASSES * hidden + CLASSES
 
@@ -91,7 +104,8 @@ def training_bytes(hidden: int, layers: int, batch: int, eval_batch: int, loop: 
     per timestep), MNIST in memory and the process itself."""
     per_cell = 24 if loop == "plain" else 12
     activations = layers * ROWS * batch * hidden * per_cell * 4
-    evaluation = layers * min(eval_batch, 1024) * hidden * 8 * 4 + ROWS * min(eval_batch, 1024) * hidden * 4
+    chunk = min(eval_batch, RowLSTMClassifier.inference_chunk)
+    evaluation = layers * chunk * hidden * 8 * 4 + ROWS * chunk * hidden * 4
     return 16 * parameter_count(hidden, layers) + activations + evaluation + MNIST_BYTES + PROCESS_BYTES
 
 
@@ -110,16 +124,3 @@ def available_bytes(device: torch.device, strategy: str) -> tuple[int | None, st
         if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "memory"
         return None, sys.platform
-
-
-@contextmanager
-def _quiet(*loggers: str) -> Iterator[None]:
-    """Lightning's lines about the devices it found: said once, by the run itself, not by its dry run too."""
-    levels = {name: logging.getLogger(name).level for name in loggers}
-    for name in loggers:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)

@@ -28,8 +28,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()  # fail on missing data now, before a model or logger exists
 
     L.seed_everything(cfg.seed, workers=True)
-    # The model and how it learns (conf/model/); how fast it computes is the run's speed setting (conf/speed/).
-    model = hydra.utils.instantiate(cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
+    model = build_model(cfg)
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     ckpt_path = cfg.get("ckpt_path")
     # A resumed run continues its TensorBoard curves: whatever the stopped run logged after its checkpoint is hidden.
@@ -67,6 +66,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:  # under DDP every process gets here with the same (synchronised) metrics
         OmegaConf.save(OmegaConf.create(metrics), output_dir / "metrics.yaml")
     return metrics
+
+
+def build_model(cfg: DictConfig) -> L.LightningModule:
+    """The model and how it learns (conf/model/), as the module class the run's speed setting trains
+    (conf/speed/: RowLSTMModule, or its CUDA-graph subclass; the same arguments and checkpoints)."""
+    return hydra.utils.instantiate(cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
 
 
 def _logger(logger_cfg: DictConfig, resumed_step: int | None) -> Logger:

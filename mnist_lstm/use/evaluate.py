@@ -58,15 +58,16 @@ def evaluate(cfg: DictConfig) -> dict:
     ckpt = source.resolve()
     out = Path(cfg.out) if cfg.out else run_dir_of(ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    name = ckpt.stem if cfg.ckpt_path else f"{ckpt.stem}-onnx"  # (a checkpoint and its export, side by side)
     report = {"checkpoint" if cfg.ckpt_path else "onnx": str(ckpt), "hyper_parameters": hyper_parameters, **metrics}
-    (out / f"{ckpt.stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     figure = confusion_figure(torch.tensor(metrics["confusion_matrix"]), f"{ckpt.parent.parent.name}/{ckpt.name}")
-    figure.savefig(out / f"{ckpt.stem}_confusion.png", dpi=100)
+    figure.savefig(out / f"{name}_confusion.png", dpi=100)
 
     log.info(f"{ckpt} on the {metrics['images']:,} official test images:")
     log.info(f"  test/loss {metrics['test/loss']:.4f}   test/acc {metrics['test/acc']:.4f}")
     log.info("  digit   accuracy   images")
     for (digit, acc), row in zip(metrics["test/acc_per_class"].items(), metrics["confusion_matrix"], strict=True):
         log.info(f"  {digit:>5}   {acc:8.2%}   {sum(row):6d}")
-    log.info(f"Wrote {out / f'{ckpt.stem}.json'} and {out / f'{ckpt.stem}_confusion.png'}")
+    log.info(f"Wrote {out / f'{name}.json'} and {out / f'{name}_confusion.png'}")
     return metrics

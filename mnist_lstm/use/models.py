@@ -73,7 +73,10 @@ class OnnxModel:
 
     def per_row_logits(self, images: Tensor) -> Tensor:
         if not self.has_per_row:
-            raise UserError(f"{self.path} was exported with per_row=false: export it again without, to explain")
+            raise UserError(
+                f"{self.path} has no per-row logits (exported with per_row=false): export it again with "
+                "python scripts/export.py ckpt_path=<checkpoint> (per_row=true is the default)"
+            )
         return torch.from_numpy(self._run(images)[1])
 
     def description(self) -> dict[str, Any]:

@@ -9,12 +9,12 @@ as it is written, one dynamic batch dimension. It answers `logits` (batch, 10) a
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,13 @@ from torch import Tensor, nn
 from mnist_lstm.checkpoint import load_checkpoint, load_model, run_dir_of
 from mnist_lstm.errors import UserError
 from mnist_lstm.model.lstm import RowLSTMClassifier
+from mnist_lstm.quiet import quiet
+from mnist_lstm.use.models import INSTALL, OnnxModel
 
 log = logging.getLogger(__name__)
 
 OPSET = 18  # the ONNX operator set written (onnxruntime >= 1.14 runs it)
 ROWS, COLUMNS, CLASSES = 28, 28, 10
-INSTALL = 'pip install -e ".[export]"'
 INPUT_LAYOUT = (
     "float32 (batch, 28, 28): 28 rows of 28 pixels, read top to bottom; values in [0, 1]; a white digit on black, "
     "scaled to fit 20x20 and centred by its centre of mass in the 28x28 field, as MNIST's digits are "
@@ -64,8 +65,8 @@ def export(cfg: DictConfig) -> Path:
     for path in (target, sidecar):
         if path.exists() and not cfg.overwrite:
             raise UserError(f"{path} already exists and is never overwritten: pass overwrite=true, or out=<dir>")
-    _writable(out)
     _require("onnx", "onnxscript")
+    _writable(out)
 
     model = load_model(ckpt, "cpu", loop="plain").net  # the plain loop: what the graph holds, unrolled
     reader = RowReader(model, per_row=cfg.per_row).eval()
@@ -98,7 +99,11 @@ def _export(reader: RowReader, path: Path) -> None:
 
     outputs = ["logits", "per_row_logits"] if reader.per_row else ["logits"]
     example = torch.rand(2, ROWS, COLUMNS)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _quiet("onnxscript", "onnx_ir"):
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+        quiet("onnxscript", "onnx_ir", level=logging.ERROR),
+    ):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             reader,
@@ -114,25 +119,10 @@ def _export(reader: RowReader, path: Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-@contextlib.contextmanager
-def _quiet(*loggers: str) -> Iterator[None]:
-    """The exporter's optimiser logs each of its passes (and what it leaves alone): errors only, meanwhile."""
-    levels = {name: logging.getLogger(name).level for name in loggers}
-    for name in loggers:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-
-
 def _parity(reader: RowReader, path: Path, images: int = 256) -> dict[str, Any] | None:
     """The exported file run by onnxruntime against PyTorch on random images, or None without onnxruntime (the
     tests hold it to PyTorch on the official test set). Raises if they differ by more than TOLERANCE."""
-    try:
-        from mnist_lstm.use.models import OnnxModel
-    except UserError:
+    if importlib.util.find_spec("onnxruntime") is None:
         return None
     batch = torch.rand(images, ROWS, COLUMNS, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -182,8 +172,6 @@ def _writable(folder: Path) -> None:
 
 
 def _require(*modules: str) -> None:
-    import importlib.util
-
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"exporting to ONNX needs {' and '.join(missing)}, not installed: {INSTALL}")

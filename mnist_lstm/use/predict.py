@@ -20,11 +20,11 @@ def predict(cfg: DictConfig) -> int:
     """Run predict.py's config: log the predicted digit and every class's probability; with `explain`, write
     the reading figure of the converted 28x28 image to `out` (default `<image stem>_reading.png` beside it).
     The model: a checkpoint (ckpt_path=) or an exported ONNX file (onnx=)."""
-    model, _, _ = open_model(cfg.ckpt_path, cfg.onnx, cfg.device)
     if cfg.image is None:
         raise UserError("no image given: pass image=<a PNG or JPEG file of one digit>")
     image = Path(cfg.image).expanduser()
-    digit = load_digit(image)
+    digit = load_digit(image)  # (before the model: a bad picture is said at once)
+    model, _, _ = open_model(cfg.ckpt_path, cfg.onnx, cfg.device)
     images = digit[None].to(device_of(model))
     with torch.no_grad():
         final = model(images).softmax(dim=-1)[0].cpu()  # after the last row: the model's answer
