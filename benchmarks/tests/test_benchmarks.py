@@ -353,3 +353,15 @@ def test_recipe_figure_adds_up_each_runs_phases_against_the_goal(tmp_path: Path)
         patch.setattr(e2e, "recipe", recipe)
         e2e.main(["--out", str(out)])
     assert imread(tmp_path / "recipe.png").shape[0] > 200
+
+
+@pytest.mark.slow  # an export and 10,000 images a few times over: half a minute
+def test_onnx_inference_benchmark_times_both_and_measures_their_memory(tmp_path: Path) -> None:
+    out = tmp_path / "onnx.json"
+    command = [sys.executable, "-m", "benchmarks.onnx_inference", "--rounds", "2", "--memory-rounds", "1"]
+    result = subprocess.run([*command, "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["time"]["pytorch"]["ratio"] == 1.0 and results["time"]["onnxruntime"]["ratio"] > 0
+    assert all(len(peaks) == 1 and peaks[0] > 0 for peaks in results["peak_mib"].values())
+    assert results["max_abs_logit_difference"] < 1e-4

@@ -73,7 +73,7 @@ def export(cfg: DictConfig) -> Path:
     # Both files are written beside their targets and renamed into place once complete: never half of one.
     temporaries = [path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in (target, sidecar)]
     try:
-        _export(reader, temporaries[0])
+        write_onnx(reader, temporaries[0])
         parity = _parity(reader, temporaries[0])
         info = sidecar_info(ckpt, checkpoint, cfg.per_row, parity)
         temporaries[1].write_text(json.dumps(info, indent=2) + "\n")
@@ -93,7 +93,7 @@ def export(cfg: DictConfig) -> Path:
     return target
 
 
-def _export(reader: RowReader, path: Path) -> None:
+def write_onnx(reader: RowReader, path: Path) -> None:
     """torch.onnx.export (dynamo) to `path`, weights inside the file; its progress lines kept out of the log."""
     import onnx
 
