@@ -1,4 +1,5 @@
-"""Published recipes (conf/experiment/): the tutorial's exactly, and the improved one within its budget."""
+"""Published recipes (conf/experiment/): the tutorial's exactly, the improved and the best within its budget, and the
+ablation of the improved one."""
 
 from __future__ import annotations
 
@@ -36,6 +37,58 @@ def test_improved_experiment_keeps_the_budget_and_model_family() -> None:
     assert scheduler.total_steps == cfg.max_steps  # the schedule ends exactly with the budget
 
 
+def test_best_experiment_is_improved_with_shifted_images_in_the_same_budget() -> None:
+    best, improved = compose_train("experiment=best"), compose_train("experiment=improved")
+    assert best.data.shift == 2 and improved.data.shift == 0
+    assert (best.layer_num, best.hidden_size, best.batch_size, best.max_steps, best.data.val_size) == (
+        2,
+        256,
+        128,
+        2000,
+        5000,
+    )
+    best.data.shift = 0
+    best.task_name = improved.task_name
+    del best.hydra, improved.hydra  # (Hydra's record of the choices made)
+    assert best == improved  # nothing else differs
+
+
+@pytest.mark.parametrize(
+    ("variant", "changes"),
+    [
+        ("tutorial+onecycle", {"lr": 3e-3, "scheduler": True, "clip": None, "dropout": 0.5}),
+        ("tutorial+clip", {"lr": 1e-3, "scheduler": False, "clip": 1.0, "dropout": 0.5}),
+        ("tutorial+dropout0.2", {"lr": 1e-3, "scheduler": False, "clip": None, "dropout": 0.2}),
+        ("improved-onecycle", {"lr": 1e-3, "scheduler": False, "clip": 1.0, "dropout": 0.2}),
+        ("improved-clip", {"lr": 3e-3, "scheduler": True, "clip": None, "dropout": 0.2}),
+        ("improved-dropout0.2", {"lr": 3e-3, "scheduler": True, "clip": 1.0, "dropout": 0.5}),
+    ],
+)
+def test_each_ablation_changes_one_thing(variant: str, changes: dict) -> None:
+    """conf/experiment/ablation/: improved's three changes, each alone on the tutorial and each taken from improved."""
+    cfg = compose_train(f"experiment=ablation/{variant}")
+    found = {
+        "lr": cfg.lr,
+        "scheduler": cfg.model.scheduler is not None,
+        "clip": cfg.trainer.gradient_clip_val,
+        "dropout": cfg.dropout,
+    }
+    assert found == changes and cfg.task_name == variant
+    assert (cfg.batch_size, cfg.max_steps, cfg.hidden_size, cfg.layer_num) == (128, 2000, 256, 2)
+
+
+@pytest.mark.slow
+def test_best_recipe_reaches_99_1_percent(mnist_dir: Path, tmp_path: Path) -> None:
+    """The full 2,000-step best recipe on one seed (about 10 minutes on 2 CPU cores): docs/results.md."""
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py", "experiment=best", "seed=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}", timeout=3600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
+    assert metrics["test/acc"] >= 0.991, metrics
+
+
 @pytest.mark.slow
 def test_improved_recipe_reaches_98_8_percent(mnist_dir: Path, tmp_path: Path) -> None:
     """The full 2,000-step improved recipe on one seed (about 10 minutes on 2 CPU cores)."""
@@ -69,3 +122,5 @@ def test_results_aggregate_reads_a_run_and_tabulates(tiny_run, tmp_path, monkeyp
     assert row["recipe"] == "train" and float(row["test_acc"]) == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert row["command"] == "python scripts/train.py layer_num=3 hidden_size=64 max_steps=40 val_every=20 lr=3e-3"
     assert f"| `train` | 1 (12345) | {100 * metrics['test/acc']:.2f} ± 0.00%" in aggregate.table()
+    aggregate.figure(None, tmp_path / "recipes.png", "title")
+    assert (tmp_path / "recipes.png").stat().st_size > 1000
