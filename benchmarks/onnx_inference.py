@@ -6,8 +6,9 @@ model's "fused" implementation, what predict.py and eval.py use), interleaved; a
                                                                                   # weights of the 2 x 256 shape)
 
 Time: the median of per-round ratios to PyTorch, rounds alternating which goes first, both at the same number of
-threads. Memory: the peak resident set size one call adds, each variant in a fresh process (freed memory the C
-allocator keeps would hide a second call's peak), as benchmarks/memory.py measures the models.
+threads. Memory: the peak resident set size the first call of 10,000 adds, each variant in a fresh process that has
+loaded the model and run it on one image (a second call would hide its peak in memory the C allocator or
+onnxruntime's arena kept from the first), as benchmarks/memory.py measures the models.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,8 +72,9 @@ def callers(net: RowLSTMClassifier, onnx_path: Path, images: torch.Tensor) -> di
 def _peak_in_this_process(variant: str, ckpt: str, onnx_path: str, threads: int) -> float:
     torch.set_num_threads(threads)
     images = torch.rand(10_000, 28, 28, generator=torch.Generator().manual_seed(0))
-    call = callers(model(ckpt or None), Path(onnx_path), images)[variant]
-    call()  # (code and the session's arenas loaded before measuring)
+    net, onnx_path = model(ckpt or None), Path(onnx_path)
+    callers(net, onnx_path, images[:1])[variant]()  # code loaded and kernels chosen, on one image, before measuring
+    call = callers(net, onnx_path, images)[variant]
     before = _rss_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     call()
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     for variant, row in results["time"].items():
         print(f"{variant:12s} median {row['median_ms']:8.1f} ms  ratio {row['ratio']:.2f}  "
-              f"peak added {min(peaks[variant]):.0f}-{max(peaks[variant]):.0f} MiB")  # fmt: skip
+              f"peak added {statistics.median(peaks[variant]):.0f} MiB (median)")  # fmt: skip
     print(f"largest |logit difference| over the 10,000: {difference:.2e}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

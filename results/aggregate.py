@@ -1,6 +1,6 @@
 """Per-seed recipe results: record finished runs into a CSV (recipes.csv by default), print their table, draw them.
 
-    python results/aggregate.py add logs/tutorial/multiruns/<date>/*        # append finished runs
+    python results/aggregate.py add logs/train/multiruns/<date>_<time>/*        # append finished runs
     python results/aggregate.py table                                       # mean ± std per recipe
     python results/aggregate.py --csv results/ablation.csv figure --out docs/ablation.png   # mean ± std, each seed
 

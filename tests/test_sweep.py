@@ -241,6 +241,21 @@ def test_grid_multirun_ends_with_its_summary(mnist_dir: Path, tmp_path: Path) ->
         assert "data.data_dir" not in run.name and any(run.glob("events.out.tfevents.*"))
 
 
+def test_a_sweep_over_experiments_keeps_its_jobs_in_one_folder(mnist_dir: Path, tmp_path: Path) -> None:
+    """Each experiment names its own task (logs/<task>/runs/ for a single run), yet the jobs of one multirun stay
+    together under logs/train/multiruns/<date>/, where its summary finds them (the ablation's command)."""
+    logs = tmp_path / "logs"
+    result = run_script("train.py", "-m", "experiment=tutorial,ablation/tutorial+clip", *TINY,
+                        f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (logs / "train" / "multiruns").iterdir()
+    assert sorted(p.name for p in logs.iterdir()) == ["train"]
+    assert "2 jobs: 2 finished, 0 failed" in result.stdout
+    rows = read_csv(sweep / "summary.csv")
+    assert sorted(r["experiment"] for r in rows) == ["ablation/tutorial+clip", "tutorial"]
+    check_finished_jobs(sweep, rows)
+
+
 def test_a_failed_job_is_listed_and_loses_no_other_result(mnist_dir: Path, tmp_path: Path) -> None:
     """The second job finds no MNIST in its data dir (a value no check before the sweep can refuse)."""
     sweep, empty = tmp_path / "failing", tmp_path / "empty"
