@@ -109,6 +109,7 @@ def test_bad_inputs_are_one_line_and_nothing_is_half_written(exported: tuple[Pat
     cases = [
         ("export.py", [f"ckpt_path={text}", f"out={tmp_path / 'out'}"], f"{text} is not a PyTorch checkpoint"),
         ("export.py", [f"ckpt_path={ckpt}", f"out={a_file / 'sub'}"], f"cannot create the folder {a_file / 'sub'}"),
+        ("export.py", [f"ckpt_path={ckpt}", f"out={tmp_path / 'my.onnx'}"], f"out={tmp_path / 'my.onnx'} names a file"),
         (
             "export.py",
             [f"ckpt_path={ckpt}", f"out={onnx_file.parent}"],
@@ -129,6 +130,7 @@ def test_bad_inputs_are_one_line_and_nothing_is_half_written(exported: tuple[Pat
         assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
     assert {p: p.stat().st_mtime_ns for p in onnx_file.parent.iterdir()} == before  # the export untouched
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "my.onnx").exists()
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
 

@@ -61,6 +61,10 @@ def export(cfg: DictConfig) -> Path:
     ckpt = Path(cfg.ckpt_path).expanduser() if cfg.ckpt_path else None
     checkpoint = load_checkpoint(ckpt)  # (refuses a missing, foreign or damaged checkpoint in one line)
     out = Path(cfg.out).expanduser() if cfg.out else run_dir_of(ckpt) / "export"
+    if out.suffix.lower() in (".onnx", ".json"):  # a file's name where a folder is meant: not a folder named so
+        raise UserError(
+            f"out={cfg.out} names a file; out is the folder for <checkpoint>.onnx and .json: pass out=<dir>"
+        )
     target, sidecar = out / f"{ckpt.stem}.onnx", out / f"{ckpt.stem}.json"
     for path in (target, sidecar):
         if path.exists() and not cfg.overwrite:
