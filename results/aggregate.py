@@ -73,11 +73,13 @@ def add(run_dirs: list[Path], path: Path | None = None) -> None:
     path = path or CSV
     rows = load(path)
     known = {(r["recipe"], str(r["seed"])) for r in rows}
-    for run_dir in run_dirs:
+    finished = []
+    for run_dir in (d for d in run_dirs if d.is_dir()):  # (a sweep's summary.* and multirun.yaml are no runs)
         if not (run_dir / "metrics.yaml").exists():
             print(f"skipped {run_dir}: no metrics.yaml (unfinished or failed run)")
             continue
-        row = read_run(run_dir)
+        finished.append(read_run(run_dir))
+    for row in sorted(finished, key=lambda r: (r["recipe"], int(r["seed"]))):  # in order, however the shell listed them
         if (row["recipe"], str(row["seed"])) not in known:
             rows.append(row)
             print(f"added {row['recipe']} seed {row['seed']}: test/acc {row['test_acc']:.4f}")

@@ -116,7 +116,8 @@ def test_results_aggregate_reads_a_run_and_tabulates(tiny_run, tmp_path, monkeyp
     monkeypatch.setattr(aggregate, "CSV", tmp_path / "recipes.csv")
 
     run_dir, _ = tiny_run
-    aggregate.add([run_dir, tmp_path])  # tmp_path: no metrics.yaml, skipped
+    (tmp_path / "summary.md").write_text("# a sweep's summary, beside its jobs\n")
+    aggregate.add([run_dir, tmp_path, tmp_path / "summary.md"])  # tmp_path: no metrics.yaml; a file: no run
     (row,) = aggregate.load()
     metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
     assert row["recipe"] == "train" and float(row["test_acc"]) == pytest.approx(metrics["test/acc"], abs=1e-6)
