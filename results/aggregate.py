@@ -107,10 +107,11 @@ def table(path: Path | None = None) -> str:
         acc = [100 * float(r["test_acc"]) for r in rows]
         val = [100 * float(r["val_acc_best"]) for r in rows]
         std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        spread = f" ± {std:.2f}%" if len(acc) > 1 else "% (one seed: no spread)"
         wall = statistics.median(float(r["wall_s"]) for r in rows) / 60
         seeds = ", ".join(str(r["seed"]) for r in rows)
         lines.append(
-            f"| `{recipe}` | {len(rows)} ({seeds}) | {statistics.mean(acc):.2f} ± {std:.2f}% "
+            f"| `{recipe}` | {len(rows)} ({seeds}) | {statistics.mean(acc):.2f}{spread} "
             f"| {min(acc):.2f}% | {max(acc):.2f}% | {statistics.mean(val):.2f}% | {wall:.1f} min |"
         )
     return "\n".join(lines)
@@ -128,7 +129,8 @@ def figure(path: Path | None, out: Path, title: str) -> None:
         mean, std = statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0
         ax.errorbar(mean, y, xerr=std, fmt="o", color="tab:blue", capsize=4, markersize=7)
         ax.scatter(acc, [y] * len(acc), color="tab:orange", s=14, zorder=3, alpha=0.8)
-        ax.annotate(f"{mean:.2f} ± {std:.2f}%", (mean, y), xytext=(0, 7), textcoords="offset points", ha="center",
+        label = f"{mean:.2f} ± {std:.2f}%" if len(acc) > 1 else f"{mean:.2f}% (one seed)"
+        ax.annotate(label, (mean, y), xytext=(0, 7), textcoords="offset points", ha="center",
                     fontsize=8)  # fmt: skip
     ax.set_yticks(range(len(groups)), [f"{recipe} ({len(rows)})" for recipe, rows in groups])
     ax.set_xlabel("test accuracy, % (mean ± std over seeds; each seed a dot)")

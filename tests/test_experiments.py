@@ -122,6 +122,6 @@ def test_results_aggregate_reads_a_run_and_tabulates(tiny_run, tmp_path, monkeyp
     metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
     assert row["recipe"] == "train" and float(row["test_acc"]) == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert row["command"] == "python scripts/train.py layer_num=3 hidden_size=64 max_steps=40 val_every=20 lr=3e-3"
-    assert f"| `train` | 1 (12345) | {100 * metrics['test/acc']:.2f} ± 0.00%" in aggregate.table()
+    assert f"| `train` | 1 (12345) | {100 * metrics['test/acc']:.2f}% (one seed: no spread)" in aggregate.table()
     aggregate.figure(None, tmp_path / "recipes.png", "title")
     assert (tmp_path / "recipes.png").stat().st_size > 1000
