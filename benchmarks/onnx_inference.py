@@ -7,8 +7,9 @@ model's "fused" implementation, what predict.py and eval.py use), interleaved; a
 
 Time: the median of per-round ratios to PyTorch, rounds alternating which goes first, both at the same number of
 threads. Memory: the peak resident set size the first call of 10,000 adds, each variant in a fresh process that has
-loaded the model and run it on one image (a second call would hide its peak in memory the C allocator or
-onnxruntime's arena kept from the first), as benchmarks/memory.py measures the models.
+run the model on one image first (onnxruntime: in a session of its own, so the measured call is its session's
+first; a second call would hide its peak in memory the C allocator or onnxruntime's arena kept from the first),
+as benchmarks/memory.py measures the models.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _peak_in_this_process(variant: str, ckpt: str, onnx_path: str, threads: int)
     torch.set_num_threads(threads)
     images = torch.rand(10_000, 28, 28, generator=torch.Generator().manual_seed(0))
     net, onnx_path = model(ckpt or None), Path(onnx_path)
-    callers(net, onnx_path, images[:1])[variant]()  # code loaded and kernels chosen, on one image, before measuring
+    callers(net, onnx_path, images[:1])[variant]()  # the libraries' code loaded, on one image, before measuring
     call = callers(net, onnx_path, images)[variant]
     before = _rss_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS

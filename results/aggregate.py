@@ -1,6 +1,6 @@
 """Per-seed recipe results: record finished runs into a CSV (recipes.csv by default), print their table, draw them.
 
-    python results/aggregate.py add logs/train/multiruns/<date>_<time>/*        # append finished runs
+    python results/aggregate.py add logs/train/multiruns/<date>_<time>/*/       # append finished runs
     python results/aggregate.py table                                       # mean ± std per recipe
     python results/aggregate.py --csv results/ablation.csv figure --out docs/ablation.png   # mean ± std, each seed
 
@@ -106,8 +106,7 @@ def table(path: Path | None = None) -> str:
     for recipe, rows in by_recipe(path).items():
         acc = [100 * float(r["test_acc"]) for r in rows]
         val = [100 * float(r["val_acc_best"]) for r in rows]
-        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        spread = f" ± {std:.2f}%" if len(acc) > 1 else "% (one seed: no spread)"
+        spread = f" ± {statistics.stdev(acc):.2f}%" if len(acc) > 1 else "% (one seed: no spread)"
         wall = statistics.median(float(r["wall_s"]) for r in rows) / 60
         seeds = ", ".join(str(r["seed"]) for r in rows)
         lines.append(
