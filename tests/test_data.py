@@ -104,10 +104,55 @@ def test_a_random_shift_moves_each_image_by_at_most_the_pixels_asked() -> None:
     torch.testing.assert_close(shifted.sum(dim=(1, 2)), images.sum(dim=(1, 2)))
 
 
-def test_only_training_batches_are_shifted(mnist_dir: Path) -> None:
+def test_a_random_rotation_turns_each_image_by_its_own_angle_within_the_degrees_asked() -> None:
+    from mnist_lstm.data.augment import random_warp
+
+    torch.manual_seed(0)
+    images = torch.zeros(256, 28, 28)
+    images[:, 13:15, 4:24] = 1.0  # a horizontal bar through the centre
+    turned = random_warp(images, degrees=20)
+    assert torch.equal(random_warp(images), images)
+    # The bar's direction from the image's second moments (y grows downwards, so the sign is flipped).
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = turned.sum(dim=(1, 2))
+    cy, cx = (turned * ys).sum(dim=(1, 2)) / mass, (turned * xs).sum(dim=(1, 2)) / mass
+    dy, dx = ys - cy.view(-1, 1, 1), xs - cx.view(-1, 1, 1)
+    mxx, myy, mxy = ((turned * m).sum(dim=(1, 2)) for m in (dx * dx, dy * dy, dx * dy))
+    angles = torch.rad2deg(-0.5 * torch.atan2(2 * mxy, mxx - myy))
+    assert angles.abs().max() <= 20.5  # within the degrees asked (bilinear resampling blurs a little)
+    assert angles.min() < -15 and angles.max() > 15 and angles.std() > 8  # spread over the range, image by image
+    torch.testing.assert_close(cx, torch.full_like(cx, 13.5), atol=0.05, rtol=0)  # about the centre
+    torch.testing.assert_close(cy, torch.full_like(cy, 13.5), atol=0.05, rtol=0)
+
+
+def test_an_elastic_distortion_moves_pixels_smoothly_by_about_the_pixels_asked() -> None:
+    from mnist_lstm.data.augment import random_warp
+
+    torch.manual_seed(0)
+    # Each pixel holds its own column: bilinear sampling of a linear ramp gives back the column it sampled.
+    columns = torch.arange(28.0).view(1, 1, 28).expand(64, 28, 28).contiguous()
+    moved = (random_warp(columns, elastic=1.5) - columns)[:, 4:-4, 4:-4]  # away from the black border
+    assert 1.2 < moved.std() < 1.8  # the moves' spread is what was asked
+    assert (moved[:, :, 1:] - moved[:, :, :-1]).abs().mean() < 0.25 * moved.abs().mean()  # a smooth field
+    per_image = moved.flatten(1)
+    assert torch.corrcoef(per_image[:8]).fill_diagonal_(0).abs().max() < 0.9  # each image its own field
+
+
+def test_the_blur_of_the_elastic_field_is_torchvisions_gaussian_blur() -> None:
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    from mnist_lstm.data.augment import _blur_matrix
+
+    fields = torch.rand(4, 2, 28, 28) * 2 - 1
+    blurred = _blur_matrix(28, 4.0, fields.device) @ fields @ _blur_matrix(28, 4.0, fields.device).T
+    torch.testing.assert_close(blurred, gaussian_blur(fields, [33, 33], [4.0, 4.0]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("augmentation", [{"shift": 3}, {"rotate": 10.0}, {"elastic": 1.0}])
+def test_only_training_batches_are_augmented(mnist_dir: Path, augmentation: dict) -> None:
     from types import SimpleNamespace
 
-    dm = MNISTDataModule(data_dir=str(mnist_dir), shift=3, download=False)
+    dm = MNISTDataModule(data_dir=str(mnist_dir), download=False, **augmentation)
     batch = (torch.rand(8, 28, 28), torch.arange(8))
     dm.trainer = SimpleNamespace(training=False)
     assert dm.on_after_batch_transfer(batch, 0) is batch

@@ -79,6 +79,18 @@ class DataConfig:
         at_most=8,
         example="data.shift=2",
     )
+    rotate: float = knob(
+        "augmentation: each training image rotated by up to this many degrees each way (0: none)",
+        at_least=0.0,
+        at_most=45.0,
+        example="data.rotate=10",
+    )
+    elastic: float = knob(
+        "augmentation: each training image distorted elastically, pixels moved by this many pixels (std; 0: none)",
+        at_least=0.0,
+        at_most=4.0,
+        example="data.elastic=1.0",
+    )
     on_device: bool | None = knob(
         "keep all of MNIST on the GPU and gather batches there (null: when the run is on a GPU)"
     )

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from mnist_lstm.data.augment import random_shift
+from mnist_lstm.data.augment import random_shift, random_warp
 from mnist_lstm.data.files import ensure_mnist, load_mnist
 from mnist_lstm.data.shuffle import ResumableShuffle
 
@@ -39,8 +39,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     Everything stays in memory as tensors (47 MB of pixels): no PIL image is decoded per sample. With
     `on_device` (by default whenever the run is on a GPU) the tensors move to the GPU once, in setup, and
-    each batch is gathered there: no host-to-device copy of images per step. `shift`: each training image moved
-    by up to that many pixels each way (augment.py), where the batch is.
+    each batch is gathered there: no host-to-device copy of images per step. `shift`, `rotate`, `elastic`: each
+    training image moved by up to `shift` pixels each way, rotated by up to `rotate` degrees and distorted
+    elastically by `elastic` pixels (augment.py), on the whole batch where it is.
     """
 
     def __init__(
@@ -55,6 +56,8 @@ class MNISTDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         on_device: bool | None = None,
         shift: int = 0,
+        rotate: float = 0.0,
+        elastic: float = 0.0,
     ) -> None:
         super().__init__()
         self.data_dir = data_dir
@@ -67,6 +70,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.on_device = on_device
         self.shift = shift
+        self.rotate = rotate
+        self.elastic = elastic
         self.train_set: InMemory | None = None
         self.val_set: InMemory | None = None
         self.test_set: InMemory | None = None
@@ -124,9 +129,10 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, self.train_order)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        if self.shift and self.trainer is not None and self.trainer.training:
+        augment = self.shift or self.rotate or self.elastic
+        if augment and self.trainer is not None and self.trainer.training:
             images, labels = batch
-            return random_shift(images, self.shift), labels
+            return random_warp(random_shift(images, self.shift), self.rotate, self.elastic), labels
         return batch
 
     def val_dataloader(self) -> DataLoader:
