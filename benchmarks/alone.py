@@ -5,14 +5,21 @@ In one process the variants also share the C allocator's state: glibc gives a la
 OS or keeps it for reuse depending on what was freed before, and a block given back costs page faults when it
 is touched again. On the 2-core VM of the README that shared state moved the training-step ratio at the
 tutorial's shape by up to 0.1, against the variant that allocates more fresh memory per step.
+
+The fresh processes can also run under another allocator (ALLOCATORS): `nn.LSTM` gained 15-40% from raised
+glibc thresholds or jemalloc on one VM, and ours did not (issue 29), so a lead under one allocator is not one
+under all. Each fresh process says which malloc it ran with, and a run under an allocator that did not load fails.
 """
 
 from __future__ import annotations
 
+import ctypes.util
+import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -20,6 +27,29 @@ from benchmarks.memory import REPO, build
 from benchmarks.steps import train_step
 
 MODES = ("train", "infer")
+GIB = str(1 << 30)
+# name: the environment that selects it in a fresh process (glibc's own variables: `man 3 mallopt`).
+ALLOCATORS: dict[str, dict[str, str]] = {
+    "glibc": {},  # the C library's malloc as every Python process on Linux has it by default
+    # Large blocks from the heap instead of mmap, never trimmed: no page faults when a freed block is reused.
+    "glibc, 1 GiB thresholds": {"MALLOC_MMAP_THRESHOLD_": GIB, "MALLOC_TRIM_THRESHOLD_": GIB},
+    "jemalloc": {"LD_PRELOAD": "libjemalloc.so.2"},  # Debian: apt install libjemalloc2
+}
+
+
+def allocator_missing(name: str) -> str | None:
+    """Why the allocator `name` cannot run here, or None when it can."""
+    if "LD_PRELOAD" in ALLOCATORS[name] and ctypes.util.find_library(name) is None:
+        return f"{name}: lib{name} is not installed (Debian: apt install lib{name}2)"
+    return None
+
+
+def malloc_in_use() -> str:
+    """The allocator this process runs with: jemalloc when its library is mapped, else glibc with its
+    thresholds as set (the environment variables glibc read at start-up)."""
+    if "jemalloc" in Path("/proc/self/maps").read_text():
+        return "jemalloc"
+    return "glibc, 1 GiB thresholds" if os.environ.get("MALLOC_MMAP_THRESHOLD_") == GIB else "glibc"
 
 
 def _median_seconds_in_this_process(
@@ -48,24 +78,43 @@ def _median_seconds_in_this_process(
     return statistics.median(seconds)
 
 
-def median_seconds_alone(mode: str, name: str, hidden: int, layers: int, batch: int, calls: int, warmup: int) -> float:
-    """The median seconds of `calls` calls (after `warmup`) of one variant, in a fresh CPU process."""
+def median_seconds_alone(
+    mode: str, name: str, hidden: int, layers: int, batch: int, calls: int, warmup: int, allocator: str = "glibc"
+) -> float:
+    """The median seconds of `calls` calls (after `warmup`) of one variant, in a fresh CPU process that runs
+    with `allocator` (one of ALLOCATORS)."""
     args = [mode, name, hidden, layers, batch, calls, warmup, torch.get_num_threads()]
     command = [sys.executable, "-m", "benchmarks.alone", *map(str, args)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    environment = dict(os.environ)
+    for settings in ALLOCATORS.values():  # no allocator's setting leaks in from this process's environment
+        for key in settings:
+            environment.pop(key, None)
+    environment.update(ALLOCATORS[allocator])
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=environment)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[2:])} failed:\n{result.stderr[-3000:]}")
-    return float(result.stdout.split()[-1])
+        raise RuntimeError(f"{' '.join(command[2:])} ({allocator}) failed:\n{result.stderr[-3000:]}")
+    seconds, used = result.stdout.strip().splitlines()[-1].split("\t")
+    if used != allocator:
+        raise RuntimeError(f"{' '.join(command[2:])}: asked to run with {allocator}, ran with {used}")
+    return float(seconds)
 
 
 def interleaved_alone(
-    mode: str, names: list[str], hidden: int, layers: int, batch: int, rounds: int, calls: int, warmup: int
+    mode: str,
+    names: list[str],
+    hidden: int,
+    layers: int,
+    batch: int,
+    rounds: int,
+    calls: int,
+    warmup: int,
+    allocator: str = "glibc",
 ) -> dict[str, list[float]]:
     """Seconds per call of each variant, one fresh process per variant and round, in the order A B, B A, ..."""
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            seconds[name].append(median_seconds_alone(mode, name, hidden, layers, batch, calls, warmup))
+            seconds[name].append(median_seconds_alone(mode, name, hidden, layers, batch, calls, warmup, allocator))
     return seconds
 
 
@@ -73,4 +122,4 @@ if __name__ == "__main__":  # the fresh process: mode name hidden layers batch c
     mode, name, *numbers = sys.argv[1:]
     if mode not in MODES:
         sys.exit(f"mode must be one of {MODES}, not {mode!r}")
-    print(_median_seconds_in_this_process(mode, name, *map(int, numbers)))
+    print(_median_seconds_in_this_process(mode, name, *map(int, numbers)), malloc_in_use(), sep="\t")

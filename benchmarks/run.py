@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if args.train_step_only:
         return results
     if device.type == "cpu":
-        results["alone"] = each_alone(sizes, 1 if args.smoke else args.alone_rounds)
+        results["alone"] = each_alone(sizes, 1 if args.smoke else args.alone_rounds, results["left_out"])
         save_so_far(results, args.out)
 
     results["inference"] = inference(sizes, rounds, device)
@@ -228,18 +228,24 @@ def save_so_far(results: dict[str, object], out: Path) -> None:
     (out / "partial.json").write_text(json.dumps(results, indent=2))
 
 
-def each_alone(sizes: Sizes, rounds: int) -> list[dict[str, object]]:
-    """Ours against nn.LSTM at the tutorial's shape, each in a fresh process of its own (benchmarks/alone.py):
-    the training step, and the inference of all test images in one call."""
+def each_alone(sizes: Sizes, rounds: int, left_out: list[str]) -> list[dict[str, object]]:
+    """Ours against nn.LSTM at the tutorial's shape, each in a fresh process of its own (benchmarks/alone.py),
+    under each C allocator this machine has: the training step, and the inference of all test images in one call.
+    An allocator that is not installed is named in `left_out`."""
     hidden, layers = sizes.shapes[0]
     rows = []
-    for mode, batch in (("train", sizes.batch), ("infer", sizes.inference_batch)):
-        calls, warmup = sizes.alone_calls[mode]
-        seconds = alone.interleaved_alone(mode, ["ours", REFERENCE], hidden, layers, batch, rounds, calls, warmup)
-        for name, row in summary(seconds, REFERENCE).items():
-            row.update(mode=mode, variant=name, hidden=hidden, layers=layers, batch=batch)
-            rows.append(row)
-            print(f"alone, {mode} {name}: {row['median_ms']:.1f} ms x{row['ratio']:.2f}", flush=True)
+    for allocator in alone.ALLOCATORS:
+        if missing := alone.allocator_missing(allocator):
+            left_out.append(f"each alone under {missing}")
+            continue
+        for mode, batch in (("train", sizes.batch), ("infer", sizes.inference_batch)):
+            calls, warmup = sizes.alone_calls[mode]
+            names = ["ours", REFERENCE]
+            seconds = alone.interleaved_alone(mode, names, hidden, layers, batch, rounds, calls, warmup, allocator)
+            for name, row in summary(seconds, REFERENCE).items():
+                row.update(allocator=allocator, mode=mode, variant=name, hidden=hidden, layers=layers, batch=batch)
+                rows.append(row)
+                print(f"alone ({allocator}), {mode} {name}: {row['median_ms']:.1f} ms x{row['ratio']:.2f}", flush=True)
     return rows
 
 
@@ -398,22 +404,26 @@ def markdown(results: dict[str, object]) -> str:
             f"| {r['hidden']} | {r['layers']} | {r['batch']} | {r['variant']} | {r['median_ms']:.1f} | "
             f"{r['ratio']:.2f} | {r['gflops']:.0f} | {r['percent_of_matmul']:.0f} |"
         )
-    if "alone" in results:
-        by = {(r["mode"], r["variant"]): r for r in results["alone"]}
+    if results.get("alone"):
+        # (results from before the allocator variants have no "allocator": glibc's default, as then)
+        by = {(r.get("allocator", "glibc"), r["mode"], r["variant"]): r for r in results["alone"]}
         first = results["alone"][0]
         lines += [
             "",
             f"Each alone in a fresh process, the processes interleaved (rounds: {first['rounds']}; hidden "
-            f"{first['hidden']}, {first['layers']} layers; ratio = median of per-round ratios to nn.LSTM):",
+            f"{first['hidden']}, {first['layers']} layers; ratio = median of per-round ratios to nn.LSTM), under each "
+            "C allocator (benchmarks/alone.py):",
             "",
-            "| measure | ours ms | nn.LSTM ms | ratio |",
-            "| --- | ---: | ---: | ---: |",
+            "| allocator | measure | ours ms | nn.LSTM ms | ratio |",
+            "| --- | --- | ---: | ---: | ---: |",
         ]
-        for mode, what in (("train", "training step, batch"), ("infer", "inference of")):
-            ours, ref = by[(mode, "ours")], by[(mode, REFERENCE)]
-            lines.append(
-                f"| {what} {ours['batch']:,} | {ours['median_ms']:.1f} | {ref['median_ms']:.1f} | {ours['ratio']:.2f} |"
-            )
+        for allocator in dict.fromkeys(key[0] for key in by):
+            for mode, what in (("train", "training step, batch"), ("infer", "inference of")):
+                ours, ref = by[(allocator, mode, "ours")], by[(allocator, mode, REFERENCE)]
+                lines.append(
+                    f"| {allocator} | {what} {ours['batch']:,} | {ours['median_ms']:.1f} | {ref['median_ms']:.1f} | "
+                    f"{ours['ratio']:.2f} |"
+                )
     first = results["inference"][0]
     lines += [
         "",
@@ -489,7 +499,7 @@ def markdown(results: dict[str, object]) -> str:
             cells = " | ".join(f"{v:.1f}" for v in phases)
             lines.append(f"| {r['run']} | {r['wall_s']:.1f} | {cells} | {r['steps_per_s']:.0f} |")
     if results.get("left_out"):
-        lines += ["", "Left out (failed on this machine): " + "; ".join(results["left_out"])]
+        lines += ["", "Left out (failed or missing on this machine): " + "; ".join(results["left_out"])]
     return "\n".join(lines) + "\n"
 
 

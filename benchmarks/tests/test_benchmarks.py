@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 import mnist_lstm.config  # noqa: F401  (registers train.py's schema and resolvers, for composing its config)
 from benchmarks import e2e, plots
+from benchmarks.alone import ALLOCATORS, allocator_missing
 from benchmarks.clean_env import dependency_closure
 from benchmarks.clean_env import make as make_clean_env
 from benchmarks.e2e import speed_overrides, steps_per_second
@@ -77,11 +78,17 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
     assert all(r["median_ms"] > 0 and r["ratio"] > 0 and r["gflops"] > 0 for r in results["train_step"])
     assert {r["ratio"] for r in results["train_step"] if r["variant"] == "nn.LSTM"} == {1.0}
 
-    # Each alone in a fresh process (the C allocator's state not shared): training step and inference.
-    alone = {(r["mode"], r["variant"]): r for r in results["alone"]}
-    assert set(alone) == {(mode, name) for mode in ("train", "infer") for name in ("ours", "nn.LSTM")}
+    # Each alone in a fresh process (the C allocator's state not shared), under each allocator installed here
+    # (.ci/run installs jemalloc): training step and inference.
+    allocators = [name for name in ALLOCATORS if allocator_missing(name) is None]
+    assert {"glibc", "glibc, 1 GiB thresholds"} <= set(allocators)
+    alone = {(r["allocator"], r["mode"], r["variant"]): r for r in results["alone"]}
+    pairs = {(mode, name) for mode in ("train", "infer") for name in ("ours", "nn.LSTM")}
+    assert set(alone) == {(allocator, *pair) for allocator in allocators for pair in pairs}
     assert all(r["median_ms"] > 0 and r["rounds"] == 1 for r in alone.values())
-    assert alone[("infer", "ours")]["batch"] == 64 and alone[("train", "nn.LSTM")]["ratio"] == 1.0
+    assert alone[("glibc", "infer", "ours")]["batch"] == 64 and alone[("glibc", "train", "nn.LSTM")]["ratio"] == 1.0
+    missing = [allocator_missing(name) for name in ALLOCATORS if name not in allocators]
+    assert all(f"each alone under {why}" in results["left_out"] for why in missing)
 
     inference = {r["variant"]: r for r in results["inference"]}
     assert set(inference) == {"ours", "nn.LSTM", "ours-plain", "cnn", "nn.LSTM, oneDNN off"}
@@ -111,7 +118,8 @@ def test_smoke_run_writes_every_section(mnist_dir: Path, tmp_path: Path) -> None
     assert "Command: `python -m benchmarks.run --smoke" in table and "| 16 | 2 | 8 | ours |" in table
     assert imread(out / "training-step.png").shape[:2] > (300, 800)  # the figures of the same results
     assert imread(out / "inference.png").shape[0] > 200
-    assert "| cnn |" in table and "overhead" in table and "| training step, batch 8 |" in table
+    assert "| cnn |" in table and "overhead" in table and "| glibc | training step, batch 8 |" in table
+    assert all(f"| {allocator} | inference of 64 |" in table for allocator in allocators)
     assert "ms of overhead per step" in table and "A whole train.py run of the small model (6 steps" in table
 
 
