@@ -44,12 +44,23 @@ def allocator_missing(name: str) -> str | None:
     return None
 
 
+class _Mallinfo2(ctypes.Structure):  # glibc >= 2.33, `man 3 mallinfo`
+    names = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    _fields_ = [(name, ctypes.c_size_t) for name in names]
+
+
 def malloc_in_use() -> str:
-    """The allocator this process runs with: jemalloc when its library is mapped, else glibc with its
-    thresholds as set (the environment variables glibc read at start-up)."""
+    """The allocator this process runs with, seen from inside: jemalloc when its library is mapped; else glibc,
+    whose thresholds are raised when a 64 MiB block (over the 32 MiB glibc's own threshold can grow to) comes
+    from the heap instead of its own mmap."""
     if "jemalloc" in Path("/proc/self/maps").read_text():
         return "jemalloc"
-    return "glibc, 1 GiB thresholds" if os.environ.get("MALLOC_MMAP_THRESHOLD_") == GIB else "glibc"
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.mallinfo2.restype = ctypes.c_void_p, _Mallinfo2
+    block = libc.malloc(64 << 20)
+    mmapped = libc.mallinfo2().hblkhd >= 64 << 20
+    libc.free(ctypes.c_void_p(block))
+    return "glibc" if mmapped else "glibc, 1 GiB thresholds"
 
 
 def _median_seconds_in_this_process(

@@ -52,6 +52,15 @@ def test_steps_per_second_leaves_out_the_warmup() -> None:
     assert steps_per_second([0.0, 5.0, 5.5, 6.0, 6.5], warmup=1, pauses=[[4.0, 5.5], [9.0, 10.0]]) == pytest.approx(3.0)
 
 
+def test_a_fresh_process_that_did_not_get_the_allocator_asked_for_stops_the_suite(monkeypatch) -> None:
+    from benchmarks import alone
+
+    # The raised thresholds' settings left out: the fresh process sees glibc as it comes, and says so.
+    monkeypatch.setitem(alone.ALLOCATORS, "glibc, 1 GiB thresholds", {})
+    with pytest.raises(RuntimeError, match="asked to run with glibc, 1 GiB thresholds, ran with glibc$"):
+        alone.median_seconds_alone("train", "ours", 8, 1, 4, 1, 0, "glibc, 1 GiB thresholds")
+
+
 def test_training_flops_count_the_gate_matmuls() -> None:
     # One layer: 28 steps of a (batch, 28 + H) x (28 + H, 4H) matmul, plus the classifier, x3 with backward.
     assert training_flops(hidden=4, layers=1, batch=2) == 3 * (2 * 28 * 2 * 16 * 32 + 2 * 2 * 4 * 10)
