@@ -1,12 +1,15 @@
 """Per-seed recipe results: record finished runs into a CSV (recipes.csv by default), print their table, draw them.
 
     python results/aggregate.py add logs/train/multiruns/<date>_<time>/*/       # append finished runs
+    python results/aggregate.py add --recipe best logs/best/runs/*/             # ... under a name of your own
     python results/aggregate.py table                                       # mean ± std per recipe
     python results/aggregate.py --csv results/ablation.csv figure --out docs/ablation.png   # mean ± std, each seed
 
 A run is read from its own files: `.hydra/config.yaml` (recipe, seed), `.hydra/overrides.yaml` (the command,
 less data and log paths), `metrics.yaml` (val/test metrics of the checkpoint chosen on val/acc), and `train.log`
-(wall time from its first to its last log line).
+(wall time from its first to its last log line). A run's recipe is its task name (the experiment's) followed by
+its other overrides than experiment and seed (`best data.elastic=1.0`): runs that differ in more than the seed
+are other recipes. A (recipe, seed) already in the CSV is not added again.
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ def _recipe_overrides(run_dir: Path) -> list[str]:
     return [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(("data.data_dir", "paths.", "hydra."))]
 
 
-def read_run(run_dir: Path) -> dict:
+def read_run(run_dir: Path, recipe: str | None = None) -> dict:
+    """One CSV row from a finished run's files; `recipe`: its name instead of the one made from its command."""
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    overrides = _recipe_overrides(run_dir)
+    variations = [o for o in overrides if o.split("=")[0] not in ("experiment", "seed")]
     metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
     log_lines = [line for line in (run_dir / "train.log").read_text().splitlines() if line.startswith("[20")]
     return {
-        "recipe": config["task_name"],
+        "recipe": recipe or " ".join([config["task_name"], *variations]),
         "seed": config["seed"],
         "test_acc": round(metrics["test/acc"], 6),
         "val_acc_best": round(metrics["val/acc_best"], 6),
@@ -48,7 +54,7 @@ def read_run(run_dir: Path) -> dict:
         "wall_s": round((_log_time(log_lines[-1]) - _log_time(log_lines[0])).total_seconds()),
         "cell": config["model"]["cell"],
         "machine": f"{_cpu_name()}, {len(os.sched_getaffinity(0))} cores",
-        "command": " ".join(["python scripts/train.py", *_recipe_overrides(run_dir)]),
+        "command": " ".join(["python scripts/train.py", *overrides]),
     }
 
 
@@ -69,7 +75,7 @@ def load(path: Path | None = None) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def add(run_dirs: list[Path], path: Path | None = None) -> None:
+def add(run_dirs: list[Path], path: Path | None = None, recipe: str | None = None) -> None:
     path = path or CSV
     rows = load(path)
     known = {(r["recipe"], str(r["seed"])) for r in rows}
@@ -78,7 +84,7 @@ def add(run_dirs: list[Path], path: Path | None = None) -> None:
         if not (run_dir / "metrics.yaml").exists():
             print(f"skipped {run_dir}: no metrics.yaml (unfinished or failed run)")
             continue
-        finished.append(read_run(run_dir))
+        finished.append(read_run(run_dir, recipe))
     for row in sorted(finished, key=lambda r: (r["recipe"], int(r["seed"]))):  # in order, however the shell listed them
         if (row["recipe"], str(row["seed"])) not in known:
             rows.append(row)
@@ -144,14 +150,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", type=Path, default=None, help="the CSV of per-seed results (default recipes.csv)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("add", help="append finished run directories").add_argument("run_dirs", nargs="+", type=Path)
+    adding = sub.add_parser("add", help="append finished run directories")
+    adding.add_argument("run_dirs", nargs="+", type=Path)
+    adding.add_argument("--recipe", help="the runs' recipe name (default: task name and overrides but the seed)")
     sub.add_parser("table", help="print the Markdown table")
     drawing = sub.add_parser("figure", help="draw each recipe's seeds and mean ± std")
     drawing.add_argument("--out", type=Path, required=True)
     drawing.add_argument("--title", default="2,000 steps of batch 128, 2 x 256 LSTM: test accuracy per recipe")
     args = parser.parse_args()
     if args.command == "add":
-        add(args.run_dirs, args.csv)
+        add(args.run_dirs, args.csv, args.recipe)
     if args.command == "figure":
         figure(args.csv, args.out, args.title)
         return

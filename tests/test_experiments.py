@@ -120,8 +120,17 @@ def test_results_aggregate_reads_a_run_and_tabulates(tiny_run, tmp_path, monkeyp
     aggregate.add([run_dir, tmp_path, tmp_path / "summary.md"])  # tmp_path: no metrics.yaml; a file: no run
     (row,) = aggregate.load()
     metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
-    assert row["recipe"] == "train" and float(row["test_acc"]) == pytest.approx(metrics["test/acc"], abs=1e-6)
-    assert row["command"] == "python scripts/train.py layer_num=3 hidden_size=64 max_steps=40 val_every=20 lr=3e-3"
-    assert f"| `train` | 1 (12345) | {100 * metrics['test/acc']:.2f}% (one seed: no spread)" in aggregate.table()
+    overrides = "layer_num=3 hidden_size=64 max_steps=40 val_every=20 lr=3e-3"
+    assert row["command"] == f"python scripts/train.py {overrides}"
+    # Its recipe: the task name and what the command changed (but the seed), so that runs of other settings
+    # with the same seed are rows of their own, not taken for one already recorded.
+    assert row["recipe"] == f"train {overrides}" and float(row["test_acc"]) == pytest.approx(
+        metrics["test/acc"], abs=1e-6
+    )
+    aggregate.add([run_dir])
+    assert len(aggregate.load()) == 1  # the same (recipe, seed) is not added twice
+    aggregate.add([run_dir], recipe="tiny")
+    assert [r["recipe"] for r in aggregate.load()] == [f"train {overrides}", "tiny"]
+    assert f"| `tiny` | 1 (12345) | {100 * metrics['test/acc']:.2f}% (one seed: no spread)" in aggregate.table()
     aggregate.figure(None, tmp_path / "recipes.png", "title")
     assert (tmp_path / "recipes.png").stat().st_size > 1000
