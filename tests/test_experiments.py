@@ -37,9 +37,10 @@ def test_improved_experiment_keeps_the_budget_and_model_family() -> None:
     assert scheduler.total_steps == cfg.max_steps  # the schedule ends exactly with the budget
 
 
-def test_best_experiment_is_improved_with_shifted_images_in_the_same_budget() -> None:
+def test_best_experiment_is_improved_with_shifted_and_distorted_images_in_the_same_budget() -> None:
     best, improved = compose_train("experiment=best"), compose_train("experiment=improved")
-    assert best.data.shift == 2 and improved.data.shift == 0
+    assert (best.data.shift, best.data.elastic, best.data.rotate) == (2, 1.0, 0.0)
+    assert (improved.data.shift, improved.data.elastic, improved.data.rotate) == (0, 0.0, 0.0)
     assert (best.layer_num, best.hidden_size, best.batch_size, best.max_steps, best.data.val_size) == (
         2,
         256,
@@ -47,7 +48,7 @@ def test_best_experiment_is_improved_with_shifted_images_in_the_same_budget() ->
         2000,
         5000,
     )
-    best.data.shift = 0
+    best.data.shift, best.data.elastic = 0, 0.0
     best.task_name = improved.task_name
     del best.hydra, improved.hydra  # (Hydra's record of the choices made)
     assert best == improved  # nothing else differs
