@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -45,6 +47,7 @@ def random_warp(images: Tensor, degrees: float = 0.0, elastic: float = 0.0, smoo
     return warped.squeeze(1)
 
 
+@functools.lru_cache(maxsize=8)  # the same few matrices at every training step: built once
 def _blur_matrix(size: int, sigma: float, device: torch.device) -> Tensor:
     """The (size, size) matrix B for which B @ x blurs x along its first axis with a Gaussian of `sigma`,
     edges reflected: what torchvision's `gaussian_blur` does (kernel of 4 sigma each side), as one small
