@@ -24,7 +24,7 @@ from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.errors import UserError
 from mnist_lstm.fast import nvml
 from mnist_lstm.fast.cuda_graph import ForwardBackwardGraphModule, WholeStepGraphModule
-from mnist_lstm.fast.fused import FusedLSTMLoop, tanh_into, uniform_dropout
+from mnist_lstm.fast.fused import FusedLSTMLoop, Workspaces, uniform_dropout
 from mnist_lstm.model.lstm import IMPLEMENTATIONS, Implementation, RowLSTMClassifier, StackedLSTM, lstm_loop
 from mnist_lstm.model.module import RowLSTMModule
 from tests.helpers import (
@@ -93,6 +93,54 @@ def test_fused_backward_passes_gradcheck() -> None:
     ]
     tensors = [t.double().requires_grad_() for t in tensors]
     assert torch.autograd.gradcheck(FreshFusedLoop.apply, tensors)
+
+
+def test_the_fused_loop_reuses_its_buffers_and_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backward gives its forward's buffers back and the next forward of the same shape takes them (no fresh
+    memory per training step); forwards whose backwards have not run (two losses summed) each get their own.
+    Every gradient still matches the plain loop's."""
+    workspaces = Workspaces()
+    monkeypatch.setattr(mnist_lstm.fast.fused, "WORKSPACES", workspaces)
+    torch.manual_seed(0)
+    steps, batch, inputs, hidden = 5, 3, 4, 2
+    shapes = [(steps, batch, inputs), (4 * hidden, inputs + hidden), (4 * hidden,), (batch, hidden), (batch, hidden)]
+    tensors = [torch.randn(*shape, dtype=torch.double, requires_grad=True) for shape in shapes]
+    weights = torch.randn(steps, batch, hidden, dtype=torch.double)
+    key = (steps, batch, 4 * hidden, torch.double, torch.device("cpu"))
+
+    def gradients(loop, forwards: int) -> tuple[torch.Tensor, ...]:
+        losses = []
+        for _ in range(forwards):
+            outputs, c = loop(*tensors)
+            losses.append((outputs * weights).sum() + c.pow(2).sum())
+        taken = len(workspaces.free.get(key, []))  # (what is left before the backward)
+        return torch.autograd.grad(sum(losses), tensors), taken
+
+    def plain(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, (_, c) = lstm_loop(*tensors)
+        return outputs, c
+
+    expected, _ = gradients(plain, 1)
+    first, _ = gradients(FusedLSTMLoop.apply, 1)
+    [buffers] = workspaces.free[key]
+    second, left = gradients(FusedLSTMLoop.apply, 1)
+    assert left == 0 and [b.data_ptr() for b in workspaces.free[key][0]] == [b.data_ptr() for b in buffers]
+    both, left = gradients(FusedLSTMLoop.apply, 2)
+    assert left == 0 and len(workspaces.free[key]) == 2  # the kept set and a new one, both given back
+    for got in (first, second):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(both, tuple(2 * g for g in expected), rtol=0, atol=1e-12)
+
+
+def test_the_kept_buffers_are_bounded() -> None:
+    """At most per_shape sets for each of the last `shapes` shapes: a run whose batch size changes keeps little."""
+    workspaces = Workspaces(shapes=2, per_shape=1)
+    x = torch.zeros(3, 1, 2)
+    for batch in (1, 2, 2, 3):
+        workspaces.give_back(workspaces.take(x.new_empty(3, batch, 2), 3, batch, 4))
+        workspaces.give_back(Workspaces().take(x.new_empty(3, batch, 2), 3, batch, 4))
+    assert [key[1] for key in workspaces.free] == [2, 3]  # batch 1, used longest ago, is dropped
+    assert all(len(free) == 1 for free in workspaces.free.values())
 
 
 def test_a_second_backward_through_the_fused_loop_is_refused() -> None:
@@ -300,19 +348,6 @@ def test_lightnings_nvml_check_is_unset_only_where_nvml_cannot_load(monkeypatch:
         patched.setattr(nvml.ctypes, "CDLL", lambda name: object())  # a machine with NVIDIA's driver: kept
         nvml.skip_the_nvml_check_without_nvml()
     assert os.environ[nvml.SETTING] == "1"
-
-
-def test_tanh_is_tanh_in_place_or_not() -> None:
-    """tanh_into on the CPU, 2 sigmoid(2x) - 1: float32 within two ulps of 1 of torch.tanh, float64 equal."""
-    tanh = tanh_into
-    x = torch.linspace(-12, 12, 20001)
-    out = torch.empty_like(x)
-    assert tanh(x, out=out) is out
-    torch.testing.assert_close(out, torch.tanh(x), rtol=0, atol=2.5e-7)
-    x = x.double()
-    expected = torch.tanh(x)
-    assert tanh(x, out=x) is x  # in place, as for the g gate
-    torch.testing.assert_close(x, expected)
 
 
 def test_training_with_dropout_is_the_same_on_both_loops(monkeypatch: pytest.MonkeyPatch) -> None:

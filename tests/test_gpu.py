@@ -29,7 +29,6 @@ from torch import Tensor
 from mnist_lstm import fast
 from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.fast.cuda_graph import GraphedStep, GraphedTraining, WholeStepGraphModule
-from mnist_lstm.fast.fused import tanh_into
 from mnist_lstm.model.lstm import RowLSTMClassifier, StackedLSTM
 from mnist_lstm.model.module import RowLSTMModule
 from mnist_lstm.run.callbacks import StopOnNonFiniteLoss
@@ -107,12 +106,6 @@ def eager_whole_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> 
         return loss.detach(), logits.detach()
 
     return step
-
-
-def test_tanh_on_cuda_is_torch_tanh() -> None:
-    """The CPU's sigmoid form of tanh_into stays off the GPU: there it is torch.tanh, bit for bit."""
-    x = torch.linspace(-12, 12, 20001, device=CUDA)
-    assert torch.equal(tanh_into(x, out=torch.empty_like(x)), torch.tanh(x))
 
 
 # Full batches replay the graph; the last, smaller one of an epoch runs eagerly. A run resumed just before an

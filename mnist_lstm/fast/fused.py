@@ -4,12 +4,15 @@ time) written by hand. Read mnist_lstm/model/lstm.py first: this file computes e
     fused_loop        the loop the "fused" implementation runs: FusedLSTMLoop with gradients, lstm_inference
                       without (mnist_lstm/fast/inference.py), and lstm_loop itself where the compiler or
                       autocast must see plain ops
-    FusedLSTMLoop     the forward in preallocated buffers, and the hand-written backward
-    tanh_into         tanh as 2 sigmoid(2x) - 1 on the CPU, where PyTorch's sigmoid is faster than its tanh
+    FusedLSTMLoop     the forward in place, in buffers kept between steps, and the hand-written backward
+    Workspaces        those buffers: given back by a step's backward, taken by the next step's forward
+    candidate_doubled the candidate gate's rows doubled, so that one sigmoid activates all four gates
     uniform_dropout   F.dropout's distribution, its mask drawn as uniform >= p (TensorFlow's way), faster on the CPU
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -44,43 +47,46 @@ class FusedLSTMLoop(torch.autograd.Function):
     time) is then four products per step, written over those derivatives (no second (time, batch,
     4*hidden) buffer), and the weight gradient of all steps is one large matmul, as in nn.LSTM. Because
     it overwrites them, it runs once per forward. Without gradients, `lstm_inference` runs instead.
+
+    Its buffers come from WORKSPACES: a training step's forward takes those the step before gave back.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, h0: Tensor, c0: Tensor):
         steps, batch, input_size = x.shape
         hidden = h0.shape[1]
+        # tanh(z) = 2 sigmoid(2z) - 1: with the candidate gate's rows doubled, one sigmoid activates all four gates,
+        # and each gate's local derivative is sigmoid' = s (1 - s) times one factor. A step is then 12 elementwise
+        # operations; on the CPU each costs a call and a fork and join of the threads beside its arithmetic.
+        weight, bias = candidate_doubled(weight), candidate_doubled(bias)
         w_input, w_hidden = weight.split([input_size, hidden], dim=1)
         w_hidden_t = w_hidden.t().contiguous()  # (hidden, 4*hidden), the layout the step's matmul reads fastest
+        ctx.workspace = WORKSPACES.take(x, steps, batch, hidden)
+        gates, forget, dh_dc, factors = ctx.workspace
         # The premul of every step at once, as in lstm_loop.
-        gates = torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t()).view(steps, batch, 4 * hidden)
+        torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t(), out=gates.view(steps * batch, 4 * hidden))
         outputs = x.new_empty(steps, batch, hidden)
-        forget, dh_dc = x.new_empty(steps, batch, hidden), x.new_empty(steps, batch, hidden)
-        cells = x.new_empty(2, batch, hidden)  # c_t, alternately: step t still reads c_{t-1}
-        tanh_c, ig = x.new_empty(batch, hidden), x.new_empty(batch, hidden)
+        factors[0, 1] = c0  # each step's factors, (gate, batch, hidden); c_{t-1} is the forget gate's
 
-        h, c = h0, c0
+        h = h0
         for t in range(steps):  # the explicit unrolling, as in lstm_loop
             a = gates[t].addmm_(h, w_hidden_t)  # pre-activations (batch, 4*hidden), activated in place:
-            i, f, g, o = a.chunk(4, dim=1)
-            a[:, : 2 * hidden].sigmoid_()  # i and f at once
-            tanh_into(g, out=g)
-            o.sigmoid_()
-            c_prev = c
-            torch.mul(i, g, out=ig)
-            c = torch.addcmul(ig, f, c_prev, out=cells[t % 2])  # c_t = f * c_{t-1} + i * g
-            h = torch.mul(o, tanh_into(c, out=tanh_c), out=outputs[t])  # h_t = o * tanh(c_t)
-            # The local derivatives; sigmoid' = s (1 - s), tanh' = 1 - tanh^2.
-            torch.addcmul(o, h, tanh_c, value=-1.0, out=dh_dc[t])  # dh_t/dc_t = o (1 - tanh^2 c_t) = o - h tanh c_t
-            forget[t].copy_(f)  # dc_t/dc_{t-1} = f
-            # Over the gates, d/d(pre-activation): dh_t for o, dc_t for i, f, g (i last: g's reads it).
-            torch.addcmul(h, h, o, value=-1.0, out=o)  # tanh(c_t) o (1 - o) = h - h o
-            f.addcmul_(f, f, value=-1.0).mul_(c_prev)  # c_{t-1} f (1 - f)
-            torch.addcmul(i, ig, g, value=-1.0, out=g)  # i (1 - g^2) = i - ig g
-            torch.addcmul(ig, ig, i, value=-1.0, out=i)  # g i (1 - i) = ig - ig i
+            i, f, s, o = a.sigmoid_().chunk(4, dim=1)  # the candidate g = tanh(its pre-activation) = 2 s - 1
+            g, c_prev, two_i, tanh_c = factors[t % 2]  # each block contiguous: tanh is slow on strided views
+            c = factors[(t + 1) % 2, 1]  # c_t, where step t + 1 reads c_{t-1}
+            torch.add(s, s, out=g).sub_(1.0)
+            torch.mul(i, g, out=c).addcmul_(f, c_prev)  # c_t = f * c_{t-1} + i * g
+            h = torch.mul(o, torch.tanh(c, out=tanh_c), out=outputs[t])  # h_t = o * tanh(c_t)
+            # The local derivatives. dh_t/dc_t = o (1 - tanh^2 c_t) = o - h tanh c_t; dc_t/dc_{t-1} = f.
+            torch.addcmul(o, h, tanh_c, value=-1.0, out=dh_dc[t])
+            forget[t].copy_(f)
+            # Over the gates, d/d(pre-activation), of c_t for i, f, s and of h_t for o: sigmoid' times g for i,
+            # c_{t-1} for f, 2 i for s (c_t has i (2 s - 1)), tanh c_t for o.
+            torch.add(i, i, out=two_i)
+            a.addcmul_(a, a, value=-1.0).view(batch, 4, hidden).mul_(factors[t % 2].transpose(0, 1))
 
         ctx.save_for_backward(x, weight, h0, outputs, gates, forget, dh_dc)
-        return outputs, c.clone()
+        return outputs, factors[steps % 2, 1].clone()
 
     @staticmethod
     @once_differentiable
@@ -96,14 +102,67 @@ class FusedLSTMLoop(torch.autograd.Function):
 
         for t in reversed(range(steps)):  # backpropagation through time
             d_c.addcmul_(d_h, dh_dc[t])  # dL/dc_t: via c_{t+1} (carried in d_c) and via h_t
-            derivatives[t, :, :3].mul_(d_c.unsqueeze(1))  # i, f, g: dL/dc_t * dc_t/d(pre-activation)
+            derivatives[t, :, :3].mul_(d_c.unsqueeze(1))  # i, f, s: dL/dc_t * dc_t/d(pre-activation)
             derivatives[t, :, 3].mul_(d_h)  # o: dL/dh_t * dh_t/d(pre-activation)
             d_c.mul_(forget[t])  # now dL/dc_{t-1}
             if t > 0:  # dL/dh_{t-1}: through the recurrent matmul, plus h_{t-1}'s own output
                 torch.addmm(d_outputs[t - 1], d_gates[t], w_hidden, out=d_h)
 
         # The gradients of x, the weight, the bias and h0 (below); then c0's.
-        return (*input_gradients(ctx.needs_input_grad, x, weight, h0, outputs, d_gates), d_c)
+        d_x, d_weight, d_bias, d_h0 = input_gradients(ctx.needs_input_grad, x, weight, h0, outputs, d_gates)
+        WORKSPACES.give_back(ctx.workspace)  # nothing reads the buffers any more: the next forward may
+        # The weight and bias the forward used had the candidate's rows doubled: d/d(the given rows) is twice.
+        return d_x, candidate_doubled(d_weight), candidate_doubled(d_bias), d_h0, d_c
+
+
+class Workspaces:
+    """The fused loop's buffers, kept between a training step and the next.
+
+    A forward's buffers are needed until its backward, and not after: there they come back here, and the next
+    forward of the same shape takes them instead of allocating. On the CPU a fresh buffer of megabytes can be
+    new memory from the OS, which costs page faults as it is first written; how often depends on the C
+    allocator (docs/speed.md). PyTorch's CUDA caching allocator already spares a GPU this, and a CUDA graph owns
+    its memory, so buffers on a GPU are not kept. Forwards whose backwards have not run yet (two losses summed
+    before one backward) each take their own.
+    """
+
+    def __init__(self, shapes: int = 4, per_shape: int = 8) -> None:
+        # Per shape, the buffers given back and not yet taken again: at most `per_shape` sets (a stack of that
+        # many layers runs its forwards before its backwards), for the `shapes` shapes used last.
+        self.free: OrderedDict[tuple, list[tuple[Tensor, ...]]] = OrderedDict()
+        self.shapes, self.per_shape = shapes, per_shape
+
+    def take(self, x: Tensor, steps: int, batch: int, hidden: int) -> tuple[Tensor, ...]:
+        """Buffers for a forward over x (steps, batch, input) with `hidden` cells: gates, forget, dh_dc, factors."""
+        free = self.free.get((steps, batch, 4 * hidden, x.dtype, x.device))  # as _shape(gates)
+        if free:
+            return free.pop()
+        return (
+            x.new_empty(steps, batch, 4 * hidden),  # the gates: pre-activations, then their local derivatives
+            x.new_empty(steps, batch, hidden),  # dc_t/dc_{t-1} = f
+            x.new_empty(steps, batch, hidden),  # dh_t/dc_t
+            x.new_empty(2, 4, batch, hidden),  # each step's factors of the gates' derivatives, alternately
+        )
+
+    def give_back(self, workspace: tuple[Tensor, ...]) -> None:
+        """Keep a backward's buffers for the next forward of their shape (on the CPU)."""
+        if workspace[0].device.type != "cpu":
+            return
+        key = _shape(workspace[0])
+        free = self.free.setdefault(key, [])
+        self.free.move_to_end(key)
+        if len(free) < self.per_shape:
+            free.append(workspace)
+        while len(self.free) > self.shapes:
+            self.free.popitem(last=False)  # the shape used longest ago
+
+
+def _shape(gates: Tensor) -> tuple:
+    """The key of a workspace: its gates' shape, dtype and device."""
+    return (*gates.shape, gates.dtype, gates.device)
+
+
+WORKSPACES = Workspaces()
 
 
 def saved_once(ctx) -> tuple[Tensor, ...]:
@@ -134,12 +193,10 @@ def input_gradients(
     return d_x, d_weight, d_gates_2d.sum(0), d_h0
 
 
-def tanh_into(x: Tensor, out: Tensor) -> Tensor:
-    """tanh(x) into `out` (which may be x). On the CPU as 2 sigmoid(2x) - 1, the same function: PyTorch's
-    vectorised CPU sigmoid is several times faster than its tanh (docs/speed.md)."""
-    if x.device.type != "cpu":
-        return torch.tanh(x, out=out)
-    return torch.add(x, x, out=out).sigmoid_().mul_(2.0).sub_(1.0)
+def candidate_doubled(rows: Tensor) -> Tensor:
+    """A fused weight, bias or their gradient with the candidate gate's block of rows (i, f, g, o) doubled."""
+    i, f, g, o = rows.chunk(4)
+    return torch.cat([i, f, 2 * g, o])
 
 
 def uniform_dropout(x: Tensor, p: float, training: bool) -> Tensor:

@@ -1,10 +1,12 @@
 """FusedLSTMLoop with each timestep's elementwise work as one Triton kernel (GPU training, `speed.loop=triton`).
 
-On a GPU our loop is many small kernels: per timestep and layer the recurrent matmul, then 14 elementwise
-ones in the forward (activations, the cell, the local derivatives) and 4 in the backward, ~1,360 per training
-step at the tutorial's shape, each too short to fill the GPU. Here the same loop, with the same buffers and the
-same math as `FusedLSTMLoop` (mnist_lstm/fast/fused.py, read that first), runs those elementwise ops as one kernel
-per timestep each way: 4 kernels per timestep and layer instead of 20. The matmuls stay PyTorch's (cuBLAS).
+On a GPU our loop is many small kernels: per timestep and layer the recurrent matmul, then 12 elementwise
+ones in the forward (activations, the cell, the local derivatives) and 4 in the backward, ~1,250 per training
+step at the tutorial's shape, each too short to fill the GPU. Here the same loop and the same local derivatives
+as `FusedLSTMLoop` (mnist_lstm/fast/fused.py, read that first) run those elementwise ops as one kernel per
+timestep each way: 4 kernels per timestep and layer instead of 18. The matmuls stay PyTorch's (cuBLAS). Inside
+one kernel the number of operations costs nothing, so the gates stay as nn.LSTM lays them out (the candidate's
+rows not doubled), and the derivatives are written out gate by gate.
 
 Each kernel instance handles BLOCK of the batch * hidden cells of one timestep; cell (b, k) reads its four
 gates at columns k, H + k, 2H + k, 3H + k of row b of the (batch, 4H) gates, in nn.LSTM's order (i, f, g, o).
@@ -80,7 +82,7 @@ def _backward_step(derivatives, d_h, d_c, dh_dc, forget, cells, hidden, BLOCK: t
 
 class TritonLSTMLoop(torch.autograd.Function):
     """`FusedLSTMLoop` with its elementwise work per timestep as one Triton kernel each way; same inputs,
-    outputs, saved tensors and gradients."""
+    outputs and gradients."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, h0: Tensor, c0: Tensor):
