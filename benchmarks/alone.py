@@ -90,10 +90,18 @@ def _median_seconds_in_this_process(
 
 
 def median_seconds_alone(
-    mode: str, name: str, hidden: int, layers: int, batch: int, calls: int, warmup: int, allocator: str = "glibc"
+    mode: str,
+    name: str,
+    hidden: int,
+    layers: int,
+    batch: int,
+    calls: int,
+    warmup: int,
+    allocator: str = "glibc",
+    tree: Path = REPO,
 ) -> float:
     """The median seconds of `calls` calls (after `warmup`) of one variant, in a fresh CPU process that runs
-    with `allocator` (one of ALLOCATORS)."""
+    with `allocator` (one of ALLOCATORS) and the code of the checkout `tree`."""
     args = [mode, name, hidden, layers, batch, calls, warmup, torch.get_num_threads()]
     command = [sys.executable, "-m", "benchmarks.alone", *map(str, args)]
     environment = dict(os.environ)
@@ -101,7 +109,7 @@ def median_seconds_alone(
         for key in settings:
             environment.pop(key, None)
     environment.update(ALLOCATORS[allocator])
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=environment)
+    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command[2:])} ({allocator}) failed:\n{result.stderr[-3000:]}")
     seconds, used = result.stdout.strip().splitlines()[-1].split("\t")

@@ -8,6 +8,12 @@ processes, alternating which goes first; every phase of `benchmarks.e2e.phases` 
 rounds, with the median of the per-round ratios of the wall times and of the steps per second (after the first
 20 steps, validations left out). `--model tutorial`: the tutorial's shape (2 x 256) instead, e.g.
 `--model tutorial --steps 140 --rounds 6 --threads 0` for train.py's speed at that shape.
+
+`--step`: instead of whole runs, the training step alone (benchmarks/alone.py): ours in each tree and `nn.LSTM`
+(of this tree), each in a fresh process, interleaved, under each C allocator the machine has; the medians, and
+the medians of the per-round ratios after/before and of each tree's ours to `nn.LSTM`:
+
+    python -m benchmarks.compare_trees --before /tmp/before --step --hidden 256 --rounds 6 --out r.json
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+
+from benchmarks import alone
+from benchmarks.timing import matmul_gflops
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = """
@@ -66,6 +77,45 @@ def compare(
     }
 
 
+def step_alone(trees: dict[str, Path], hidden: int, layers: int, rounds: int, calls: int = 20) -> list[dict]:
+    """Per allocator: ours of each tree and nn.LSTM, one fresh process each per round, in the order A B C, C B A."""
+    variants = {f"ours, {name}": (tree, "ours") for name, tree in trees.items()} | {"nn.LSTM": (REPO, "nn.LSTM")}
+    results = []
+    for allocator in alone.ALLOCATORS:
+        if why := alone.allocator_missing(allocator):
+            print(f"left out: {why}", flush=True)
+            continue
+        seconds: dict[str, list[float]] = {label: [] for label in variants}
+        for r in range(rounds):
+            for label in list(variants) if r % 2 == 0 else list(variants)[::-1]:
+                tree, name = variants[label]
+                args = ("train", name, hidden, layers, 128, calls, 3, allocator, tree)
+                seconds[label].append(alone.median_seconds_alone(*args))
+
+        row = {
+            "allocator": allocator,
+            "ms": {label: 1000 * statistics.median(v) for label, v in seconds.items()},
+            "after/before": _ratio(seconds, "ours, after", "ours, before"),
+            "before/nn.LSTM": _ratio(seconds, "ours, before", "nn.LSTM"),
+            "after/nn.LSTM": _ratio(seconds, "ours, after", "nn.LSTM"),
+            "seconds": seconds,
+        }
+        ms = row["ms"]
+        print(
+            f"{allocator}: before {ms['ours, before']:.1f} ms, after {ms['ours, after']:.1f} ms, nn.LSTM "
+            f"{ms['nn.LSTM']:.1f} ms; after/before {row['after/before']:.3f}, to nn.LSTM before "
+            f"{row['before/nn.LSTM']:.3f}, after {row['after/nn.LSTM']:.3f}",
+            flush=True,
+        )
+        results.append(row)
+    return results
+
+
+def _ratio(seconds: dict[str, list[float]], a: str, b: str) -> float:
+    """The median of the per-round ratios of a's seconds to b's."""
+    return statistics.median(x / y for x, y in zip(seconds[a], seconds[b], strict=True))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="the other checkout (e.g. a git worktree)")
@@ -75,11 +125,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each run (0: torch's default)")
     parser.add_argument("--model", choices=sorted(SHAPES), default="small", help="the model's shape")
+    parser.add_argument("--step", action="store_true", help="the training step each alone, under each allocator")
+    parser.add_argument("--hidden", type=int, default=256, help="with --step: the model's hidden size")
+    parser.add_argument("--layers", type=int, default=2, help="with --step: its layer count")
     parser.add_argument("--out", type=Path, help="the runs and medians, as JSON")
     args = parser.parse_args(argv)
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    command = " ".join([Path(sys.executable).name, "-m", "benchmarks.compare_trees", *(argv or sys.argv[1:])])
+    if args.step:
+        matmul = matmul_gflops(2048, 5, torch.device("cpu"))  # the machine's throughput, beside its ratios
+        print(f"matmul 2048^3 fp32: {matmul:.0f} GFLOP/s", flush=True)
+        rows = step_alone(trees, args.hidden, args.layers, args.rounds)
+        if args.out:
+            record = {"command": command, "matmul_gflops": matmul, "hidden": args.hidden, "layers": args.layers}
+            args.out.write_text(json.dumps(record | {"rounds": args.rounds, "allocators": rows}, indent=2))
+        return
     results = compare(trees, args.data_dir, args.rounds, args.steps, args.threads, args.model)
-    results["command"] = " ".join([Path(sys.executable).name, "-m", "benchmarks.compare_trees", *sys.argv[1:]])
+    results["command"] = command
     before, after = results["medians"]["before"], results["medians"]["after"]
     for key in before:
         print(f"{key:16s} before {before[key]:7.3f}  after {after[key]:7.3f}  {after[key] - before[key]:+.3f}")

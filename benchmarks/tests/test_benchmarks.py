@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,6 +191,24 @@ def test_compare_trees_runs_both_checkouts_and_reports_every_phase(mnist_dir: Pa
     assert results["wall_ratio"] > 0 and "wall time, median of per-round ratios" in result.stdout
     assert results["steps_per_s_ratio"] > 0
     assert all(results["medians"][name]["steps_per_s"] > 0 for name in ("before", "after"))
+
+
+def test_compare_trees_step_times_each_trees_code_alone_under_each_allocator(monkeypatch, tmp_path: Path) -> None:
+    """--step: ours from each checkout and nn.LSTM, in fresh processes run in the checkout given. The "before"
+    here is a copy whose fresh process reports 0.5 s a step: its figure must be that one."""
+    from benchmarks import compare_trees
+
+    before = tmp_path / "before"
+    for package in ("benchmarks", "mnist_lstm"):
+        shutil.copytree(REPO / package, before / package, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    main = before / "benchmarks" / "alone.py"
+    main.write_text(main.read_text().split("if __name__")[0] + 'print(0.5, malloc_in_use(), sep="\\t")\n')
+    monkeypatch.setattr(compare_trees.alone, "ALLOCATORS", {"glibc": {}})  # one allocator: a short test
+    [row] = compare_trees.step_alone({"before": before, "after": REPO}, hidden=8, layers=1, rounds=2, calls=1)
+    assert row["allocator"] == "glibc" and row["ms"]["ours, before"] == pytest.approx(500.0)
+    assert 0 < row["ms"]["ours, after"] < 500 and row["ms"]["nn.LSTM"] > 0
+    ratios = [a / b for a, b in zip(row["seconds"]["ours, after"], row["seconds"]["ours, before"], strict=True)]
+    assert row["after/before"] == pytest.approx(sum(ratios) / 2)  # the median of two rounds' ratios
 
 
 def test_adam_comparison_alternates_fused_and_default_adam(mnist_dir: Path, monkeypatch) -> None:
