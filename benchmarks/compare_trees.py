@@ -41,6 +41,7 @@ seconds, timeline = run_train_script({steps}, {data_dir!r}, "cpu", {shape}, "bat
 seconds["steps_per_s"] = steps_per_second(timeline["ends"], min(20, {steps} // 2), timeline.get("validations", []))
 print(json.dumps(seconds))
 """
+STEP_BATCH = 128  # --step: the tutorial's batch
 SHAPES = {"small": '"hidden_size=8", "layer_num=1"', "tutorial": '"hidden_size=256", "layer_num=2"'}
 
 
@@ -77,9 +78,9 @@ def compare(
     }
 
 
-def step_alone(trees: dict[str, Path], hidden: int, layers: int, rounds: int, calls: int = 20) -> list[dict]:
+def step_alone(before: Path, after: Path, hidden: int, layers: int, rounds: int, calls: int = 20) -> list[dict]:
     """Per allocator: ours of each tree and nn.LSTM, one fresh process each per round, in the order A B C, C B A."""
-    variants = {f"ours, {name}": (tree, "ours") for name, tree in trees.items()} | {"nn.LSTM": (REPO, "nn.LSTM")}
+    variants = {"ours, before": (before, "ours"), "ours, after": (after, "ours"), "nn.LSTM": (REPO, "nn.LSTM")}
     results = []
     for allocator in alone.ALLOCATORS:
         if why := alone.allocator_missing(allocator):
@@ -89,7 +90,7 @@ def step_alone(trees: dict[str, Path], hidden: int, layers: int, rounds: int, ca
         for r in range(rounds):
             for label in list(variants) if r % 2 == 0 else list(variants)[::-1]:
                 tree, name = variants[label]
-                args = ("train", name, hidden, layers, 128, calls, 3, allocator, tree)
+                args = ("train", name, hidden, layers, STEP_BATCH, calls, 3, allocator, tree)
                 seconds[label].append(alone.median_seconds_alone(*args))
 
         row = {
@@ -133,11 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     command = " ".join([Path(sys.executable).name, "-m", "benchmarks.compare_trees", *(argv or sys.argv[1:])])
     if args.step:
+        if args.threads:  # each fresh process runs with this process's thread count (alone.median_seconds_alone)
+            torch.set_num_threads(args.threads)
         matmul = matmul_gflops(2048, 5, torch.device("cpu"))  # the machine's throughput, beside its ratios
         print(f"matmul 2048^3 fp32: {matmul:.0f} GFLOP/s", flush=True)
-        rows = step_alone(trees, args.hidden, args.layers, args.rounds)
+        rows = step_alone(trees["before"], trees["after"], args.hidden, args.layers, args.rounds)
         if args.out:
-            record = {"command": command, "matmul_gflops": matmul, "hidden": args.hidden, "layers": args.layers}
+            shape = {"hidden": args.hidden, "layers": args.layers, "batch": STEP_BATCH}
+            record = {"command": command, "matmul_gflops": matmul, "threads": torch.get_num_threads()} | shape
             args.out.write_text(json.dumps(record | {"rounds": args.rounds, "allocators": rows}, indent=2))
         return
     results = compare(trees, args.data_dir, args.rounds, args.steps, args.threads, args.model)

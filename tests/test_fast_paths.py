@@ -24,7 +24,7 @@ from mnist_lstm.data import MNISTDataModule
 from mnist_lstm.errors import UserError
 from mnist_lstm.fast import nvml
 from mnist_lstm.fast.cuda_graph import ForwardBackwardGraphModule, WholeStepGraphModule
-from mnist_lstm.fast.fused import FusedLSTMLoop, Workspaces, uniform_dropout
+from mnist_lstm.fast.fused import FusedLSTMLoop, Workspace, Workspaces, uniform_dropout
 from mnist_lstm.model.lstm import IMPLEMENTATIONS, Implementation, RowLSTMClassifier, StackedLSTM, lstm_loop
 from mnist_lstm.model.module import RowLSTMModule
 from tests.helpers import (
@@ -113,8 +113,8 @@ def test_the_fused_loop_reuses_its_buffers_and_stays_exact(monkeypatch: pytest.M
         for _ in range(forwards):
             outputs, c = loop(*tensors)
             losses.append((outputs * weights).sum() + c.pow(2).sum())
-        taken = len(workspaces.free.get(key, []))  # (what is left before the backward)
-        return torch.autograd.grad(sum(losses), tensors), taken
+        left = len(workspaces.free.get(key, []))  # (what is left before the backward)
+        return torch.autograd.grad(sum(losses), tensors), left
 
     def plain(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outputs, (_, c) = lstm_loop(*tensors)
@@ -124,12 +124,25 @@ def test_the_fused_loop_reuses_its_buffers_and_stays_exact(monkeypatch: pytest.M
     first, _ = gradients(FusedLSTMLoop.apply, 1)
     [buffers] = workspaces.free[key]
     second, left = gradients(FusedLSTMLoop.apply, 1)
-    assert left == 0 and [b.data_ptr() for b in workspaces.free[key][0]] == [b.data_ptr() for b in buffers]
+    assert left == 0 and workspaces.free[key] == [buffers]
     both, left = gradients(FusedLSTMLoop.apply, 2)
     assert left == 0 and len(workspaces.free[key]) == 2  # the kept set and a new one, both given back
     for got in (first, second):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     torch.testing.assert_close(both, tuple(2 * g for g in expected), rtol=0, atol=1e-12)
+
+
+def test_what_the_fused_loop_returns_is_not_a_kept_buffer() -> None:
+    """The outputs and c_T a step returns stay as they were when the next step's forward takes that step's
+    buffers (a caller may keep them: a logged activation, a state carried on)."""
+    torch.manual_seed(0)
+    x, weight, bias, h0, c0 = (torch.randn(*shape) for shape in [(5, 3, 4), (8, 6), (8,), (3, 2), (3, 2)])
+    weight.requires_grad_()
+    outputs, c = FusedLSTMLoop.apply(x, weight, bias, h0, c0)
+    (outputs.sum() + c.sum()).backward()
+    kept = outputs.clone(), c.clone()
+    FusedLSTMLoop.apply(2 * x, weight, bias, -h0, c0 + 1)  # takes the buffers the backward gave back
+    torch.testing.assert_close((outputs, c), kept, rtol=0, atol=0)
 
 
 def test_the_kept_buffers_are_bounded() -> None:
@@ -141,6 +154,8 @@ def test_the_kept_buffers_are_bounded() -> None:
         workspaces.give_back(Workspaces().take(x.new_empty(3, batch, 2), 3, batch, 4))
     assert [key[1] for key in workspaces.free] == [2, 3]  # batch 1, used longest ago, is dropped
     assert all(len(free) == 1 for free in workspaces.free.values())
+    workspaces.give_back(Workspace(torch.empty(3, 2, 2, device="meta"), 3, 2, 4))  # not a CPU's: not kept
+    assert [key[1] for key in workspaces.free] == [2, 3] and all(len(free) == 1 for free in workspaces.free.values())
 
 
 def test_a_second_backward_through_the_fused_loop_is_refused() -> None:

@@ -107,7 +107,7 @@ def test_custom_is_not_nn_lstm() -> None:
     assert [tuple(g.weight.shape) for g in fused] == [(1024, 28 + 256), (1024, 256 + 256)]
 
 
-@pytest.mark.parametrize("p", [0.2, 0.5])
+@pytest.mark.parametrize("p", [0.2, 0.25, 0.5])  # uniform: floats for 0.2, random bytes for 0.25 and 0.5
 @pytest.mark.parametrize("dropout", [torch.nn.functional.dropout, uniform_dropout], ids=["F.dropout", "uniform"])
 def test_dropout_keeps_one_minus_p_scaled_up_and_routes_gradients_through_the_kept(p: float, dropout) -> None:
     """The plain model's F.dropout, and the fast implementations' (its mask drawn as uniform >= p on the CPU)."""

@@ -204,7 +204,7 @@ def test_compare_trees_step_times_each_trees_code_alone_under_each_allocator(mon
     main = before / "benchmarks" / "alone.py"
     main.write_text(main.read_text().split("if __name__")[0] + 'print(0.5, malloc_in_use(), sep="\\t")\n')
     monkeypatch.setattr(compare_trees.alone, "ALLOCATORS", {"glibc": {}})  # one allocator: a short test
-    [row] = compare_trees.step_alone({"before": before, "after": REPO}, hidden=8, layers=1, rounds=2, calls=1)
+    [row] = compare_trees.step_alone(before, REPO, hidden=8, layers=1, rounds=2, calls=1)
     assert row["allocator"] == "glibc" and row["ms"]["ours, before"] == pytest.approx(500.0)
     assert 0 < row["ms"]["ours, after"] < 500 and row["ms"]["nn.LSTM"] > 0
     ratios = [a / b for a, b in zip(row["seconds"]["ours, after"], row["seconds"]["ours, before"], strict=True)]

@@ -42,8 +42,8 @@ class FusedLSTMLoop(torch.autograd.Function):
     """`lstm_loop` made fast: the same loop and the same math, with its backward written by hand.
 
     Autograd would record ~12 ops per step and replay each one's backward separately. Here the forward
-    writes every step in place into preallocated buffers and replaces each step's gates right away by
-    their local derivatives: how c_t and h_t move with each gate's pre-activation. The backward (through
+    writes every step in place into preallocated buffers and, after the loop, replaces the gates of every
+    step by their local derivatives: how c_t and h_t move with each gate's pre-activation. The backward (through
     time) is then four products per step, written over those derivatives (no second (time, batch,
     4*hidden) buffer), and the weight gradient of all steps is one large matmul, as in nn.LSTM. Because
     it overwrites them, it runs once per forward. Without gradients, `lstm_inference` runs instead.
@@ -56,63 +56,101 @@ class FusedLSTMLoop(torch.autograd.Function):
         steps, batch, input_size = x.shape
         hidden = h0.shape[1]
         # tanh(z) = 2 sigmoid(2z) - 1: with the candidate gate's rows doubled, one sigmoid activates all four gates,
-        # and each gate's local derivative is sigmoid' = s (1 - s) times one factor. A step is then 12 elementwise
-        # operations; on the CPU each costs a call and a fork and join of the threads beside its arithmetic.
-        weight, bias = candidate_doubled(weight), candidate_doubled(bias)
-        w_input, w_hidden = weight.split([input_size, hidden], dim=1)
-        w_hidden_t = w_hidden.t().contiguous()  # (hidden, 4*hidden), the layout the step's matmul reads fastest
-        ctx.workspace = WORKSPACES.take(x, steps, batch, hidden)
-        gates, forget, dh_dc, factors = ctx.workspace
+        # and each gate's local derivative is sigmoid' = s (1 - s) times one factor.
+        # Each part of the weight contiguous (candidate_doubled copies it): the forward's matmuls read it transposed,
+        # the backward's as it is.
+        w_input, w_hidden = (candidate_doubled(part) for part in weight.split([input_size, hidden], dim=1))
+        bias = candidate_doubled(bias)
+        w_hidden_t = w_hidden.t()
+        ctx.workspace = work = WORKSPACES.take(x, steps, batch, hidden)
         # The premul of every step at once, as in lstm_loop.
-        torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t(), out=gates.view(steps * batch, 4 * hidden))
+        torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t(), out=work.gates.view(steps * batch, -1))
         outputs = x.new_empty(steps, batch, hidden)
-        factors[0, 1] = c0  # each step's factors, (gate, batch, hidden); c_{t-1} is the forget gate's
+        work.factors[0, 1] = c0
+        minus_one = x.new_full((1, 1), -1.0).expand(batch, hidden)
 
+        # The explicit unrolling, as in lstm_loop: only what step t + 1 needs. On the CPU each elementwise op costs
+        # a call beside its arithmetic, so what the next step does not need waits for the loop's end, where it is
+        # a few operations over all steps at once.
         h = h0
-        for t in range(steps):  # the explicit unrolling, as in lstm_loop
-            a = gates[t].addmm_(h, w_hidden_t)  # pre-activations (batch, 4*hidden), activated in place:
-            i, f, s, o = a.sigmoid_().chunk(4, dim=1)  # the candidate g = tanh(its pre-activation) = 2 s - 1
-            g, c_prev, two_i, tanh_c = factors[t % 2]  # each block contiguous: tanh is slow on strided views
-            c = factors[(t + 1) % 2, 1]  # c_t, where step t + 1 reads c_{t-1}
-            torch.add(s, s, out=g).sub_(1.0)
+        for (a, i, f, s, o, g, c_prev, tanh_c, c), h_t in zip(work.forward_steps, outputs.unbind(0), strict=True):
+            a.addmm_(h, w_hidden_t).sigmoid_()  # the pre-activations (batch, 4*hidden), activated in place
+            torch.add(minus_one, s, alpha=2.0, out=g)  # the candidate g = tanh(its pre-activation) = 2 s - 1
             torch.mul(i, g, out=c).addcmul_(f, c_prev)  # c_t = f * c_{t-1} + i * g
-            h = torch.mul(o, torch.tanh(c, out=tanh_c), out=outputs[t])  # h_t = o * tanh(c_t)
-            # The local derivatives. dh_t/dc_t = o (1 - tanh^2 c_t) = o - h tanh c_t; dc_t/dc_{t-1} = f.
-            torch.addcmul(o, h, tanh_c, value=-1.0, out=dh_dc[t])
-            forget[t].copy_(f)
-            # Over the gates, d/d(pre-activation), of c_t for i, f, s and of h_t for o: sigmoid' times g for i,
-            # c_{t-1} for f, 2 i for s (c_t has i (2 s - 1)), tanh c_t for o.
-            torch.add(i, i, out=two_i)
-            a.addcmul_(a, a, value=-1.0).view(batch, 4, hidden).mul_(factors[t % 2].transpose(0, 1))
+            h = torch.mul(o, torch.tanh(c, out=tanh_c), out=h_t)  # h_t = o * tanh(c_t)
 
-        ctx.save_for_backward(x, weight, h0, outputs, gates, forget, dh_dc)
-        return outputs, factors[steps % 2, 1].clone()
+        # The local derivatives of all steps at once. dh_t/dc_t = o (1 - tanh^2 c_t) = o - h_t tanh c_t;
+        # dc_t/dc_{t-1} = f. Over the gates, d/d(pre-activation) of c_t for i, f, s and of h_t for o: sigmoid'
+        # times g for i, c_{t-1} for f, 2 i for s (c_t has i (2 s - 1)), tanh c_t for o.
+        i, f, _, o = work.gates.view(steps, batch, 4, hidden).unbind(2)
+        factors = work.factors[:steps]  # (steps, 4, batch, hidden): g, c_{t-1}, 2 i, tanh c_t
+        torch.addcmul(o, outputs, factors[:, 3], value=-1.0, out=work.dh_dc)
+        work.forget.copy_(f)
+        torch.add(i, i, out=factors[:, 2])
+        work.gates.addcmul_(work.gates, work.gates, value=-1.0)
+        work.gates.view(steps, batch, 4, hidden).mul_(factors.transpose(1, 2))
+
+        ctx.save_for_backward(x, w_input, w_hidden, h0, outputs)
+        return outputs, work.factors[steps, 1].clone()  # c_T (a copy: the buffer is the next step's)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_outputs: Tensor, d_c_last: Tensor):
-        x, weight, h0, outputs, gates, forget, dh_dc = saved_once(ctx)
-        steps, batch, input_size = x.shape
-        hidden = h0.shape[1]
-        w_hidden = weight[:, input_size:]
+        x, w_input, w_hidden, h0, outputs = saved_once(ctx)
+        work = ctx.workspace
         d_h = d_outputs[-1].clone()  # dL/dh_t: from h_t's own use, plus (below) from the gates of step t+1
         d_c = d_c_last.clone()  # dL/dc_t
-        d_gates = gates  # dL/d(pre-activation) of every step, written over its local derivatives
-        derivatives = gates.view(steps, batch, 4, hidden)
+        d_c_per_gate = d_c.unsqueeze(1)  # (batch, 1, hidden): the same dL/dc_t for i, f and s
 
-        for t in reversed(range(steps)):  # backpropagation through time
-            d_c.addcmul_(d_h, dh_dc[t])  # dL/dc_t: via c_{t+1} (carried in d_c) and via h_t
-            derivatives[t, :, :3].mul_(d_c.unsqueeze(1))  # i, f, s: dL/dc_t * dc_t/d(pre-activation)
-            derivatives[t, :, 3].mul_(d_h)  # o: dL/dh_t * dh_t/d(pre-activation)
-            d_c.mul_(forget[t])  # now dL/dc_{t-1}
+        # Backpropagation through time. Each step's local derivatives become dL/d(pre-activation) in place.
+        d_h_from_output = (None, *d_outputs.unbind(0)[:-1])  # h_{t-1}'s own output, for t = 0, 1, ...
+        for t, (d_gates_t, d_cell_gates, d_output_gate, dh_dc, forget) in reversed(
+            list(enumerate(work.backward_steps))
+        ):
+            d_c.addcmul_(d_h, dh_dc)  # dL/dc_t: via c_{t+1} (carried in d_c) and via h_t
+            d_cell_gates.mul_(d_c_per_gate)  # i, f, s: dL/dc_t * dc_t/d(pre-activation)
+            d_output_gate.mul_(d_h)  # o: dL/dh_t * dh_t/d(pre-activation)
+            d_c.mul_(forget)  # now dL/dc_{t-1}
             if t > 0:  # dL/dh_{t-1}: through the recurrent matmul, plus h_{t-1}'s own output
-                torch.addmm(d_outputs[t - 1], d_gates[t], w_hidden, out=d_h)
+                torch.addmm(d_h_from_output[t], d_gates_t, w_hidden, out=d_h)
 
         # The gradients of x, the weight, the bias and h0 (below); then c0's.
-        d_x, d_weight, d_bias, d_h0 = input_gradients(ctx.needs_input_grad, x, weight, h0, outputs, d_gates)
-        WORKSPACES.give_back(ctx.workspace)  # nothing reads the buffers any more: the next forward may
+        gradients = input_gradients(ctx.needs_input_grad, x, w_input, w_hidden, h0, outputs, work.gates)
+        d_x, d_weight, d_bias, d_h0 = gradients
+        WORKSPACES.give_back(work)  # nothing reads the buffers any more: the next forward may take them
         # The weight and bias the forward used had the candidate's rows doubled: d/d(the given rows) is twice.
         return d_x, candidate_doubled(d_weight), candidate_doubled(d_bias), d_h0, d_c
+
+
+class Workspace:
+    """One forward's buffers, and the views of them each timestep reads and writes, made once: on the CPU a view
+    costs about a microsecond of Python and dispatch, and a step takes ~15 of them."""
+
+    def __init__(self, x: Tensor, steps: int, batch: int, hidden: int) -> None:
+        self.gates = x.new_empty(steps, batch, 4 * hidden)  # pre-activations, activations, local derivatives
+        # Per step the factors of the gates' derivatives, each block contiguous (tanh is slow on strided views):
+        # g, c_{t-1}, 2 i, tanh c_t; c_{t-1} of step t + 1 is c_t, and factors[steps, 1] is c_T.
+        self.factors = x.new_empty(steps + 1, 4, batch, hidden)
+        self.forget = x.new_empty(steps, batch, hidden)  # dc_t/dc_{t-1} = f
+        self.dh_dc = x.new_empty(steps, batch, hidden)  # dh_t/dc_t
+        gates = self.gates.unbind(0)
+        self.forward_steps = [
+            (a, *a.chunk(4, dim=1), g, c_prev, tanh_c, c)
+            for a, (g, c_prev, _, tanh_c), c in zip(
+                gates, self.factors[:steps].unbind(0), self.factors[1:, 1].unbind(0), strict=True
+            )
+        ]
+        per_gate = self.gates.view(steps, batch, 4, hidden)
+        self.backward_steps = list(
+            zip(
+                gates,
+                per_gate[:, :, :3].unbind(0),
+                per_gate[:, :, 3].unbind(0),
+                self.dh_dc.unbind(0),
+                self.forget.unbind(0),
+                strict=True,
+            )
+        )
 
 
 class Workspaces:
@@ -123,32 +161,26 @@ class Workspaces:
     new memory from the OS, which costs page faults as it is first written; how often depends on the C
     allocator (docs/speed.md). PyTorch's CUDA caching allocator already spares a GPU this, and a CUDA graph owns
     its memory, so buffers on a GPU are not kept. Forwards whose backwards have not run yet (two losses summed
-    before one backward) each take their own.
+    before one backward) each take their own. One pool per process, not locked: training steps take and give
+    back from one thread.
     """
 
     def __init__(self, shapes: int = 4, per_shape: int = 8) -> None:
         # Per shape, the buffers given back and not yet taken again: at most `per_shape` sets (a stack of that
         # many layers runs its forwards before its backwards), for the `shapes` shapes used last.
-        self.free: OrderedDict[tuple, list[tuple[Tensor, ...]]] = OrderedDict()
+        self.free: OrderedDict[tuple, list[Workspace]] = OrderedDict()
         self.shapes, self.per_shape = shapes, per_shape
 
-    def take(self, x: Tensor, steps: int, batch: int, hidden: int) -> tuple[Tensor, ...]:
-        """Buffers for a forward over x (steps, batch, input) with `hidden` cells: gates, forget, dh_dc, factors."""
+    def take(self, x: Tensor, steps: int, batch: int, hidden: int) -> Workspace:
+        """Buffers for a forward over x (steps, batch, input) with `hidden` cells."""
         free = self.free.get((steps, batch, 4 * hidden, x.dtype, x.device))  # as _shape(gates)
-        if free:
-            return free.pop()
-        return (
-            x.new_empty(steps, batch, 4 * hidden),  # the gates: pre-activations, then their local derivatives
-            x.new_empty(steps, batch, hidden),  # dc_t/dc_{t-1} = f
-            x.new_empty(steps, batch, hidden),  # dh_t/dc_t
-            x.new_empty(2, 4, batch, hidden),  # each step's factors of the gates' derivatives, alternately
-        )
+        return free.pop() if free else Workspace(x, steps, batch, hidden)
 
-    def give_back(self, workspace: tuple[Tensor, ...]) -> None:
+    def give_back(self, workspace: Workspace) -> None:
         """Keep a backward's buffers for the next forward of their shape (on the CPU)."""
-        if workspace[0].device.type != "cpu":
+        if workspace.gates.device.type != "cpu":
             return
-        key = _shape(workspace[0])
+        key = _shape(workspace.gates)
         free = self.free.setdefault(key, [])
         self.free.move_to_end(key)
         if len(free) < self.per_shape:
@@ -177,17 +209,23 @@ def saved_once(ctx) -> tuple[Tensor, ...]:
 
 
 def input_gradients(
-    needs_input_grad: tuple[bool, ...], x: Tensor, weight: Tensor, h0: Tensor, outputs: Tensor, d_gates: Tensor
+    needs_input_grad: tuple[bool, ...],
+    x: Tensor,
+    w_input: Tensor,
+    w_hidden: Tensor,
+    h0: Tensor,
+    outputs: Tensor,
+    d_gates: Tensor,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor | None]:
     """The end of the fused loop's backward: from dL/d(pre-activation) of every step (time, batch, 4*hidden),
-    the gradients of x, the fused weight, the bias and h0. The weight's of all steps is one large matmul:
-    [x_t, h_{t-1}] is the input of step t's gates."""
-    steps, batch, input_size = x.shape
+    the gradients of x, the fused weight (its input and hidden parts given), the bias and h0. The weight's of all
+    steps is one large matmul per part: [x_t, h_{t-1}] is the input of step t's gates."""
+    steps, batch, _ = x.shape
     hidden = h0.shape[1]
-    w_input, w_hidden = weight.split([input_size, hidden], dim=1)
     d_gates_2d = d_gates.view(steps * batch, 4 * hidden)
-    d_w_hidden = torch.addmm(d_gates[0].t() @ h0, d_gates_2d[batch:].t(), outputs[:-1].reshape(-1, hidden))
-    d_weight = torch.cat([d_gates_2d.t() @ x.reshape(steps * batch, -1), d_w_hidden], dim=1)
+    # Transposed, (input^T d_gates)^T: MKL computes it faster than d_gates^T input (docs/speed.md).
+    d_w_hidden = torch.addmm(h0.t() @ d_gates[0], outputs[:-1].reshape(-1, hidden).t(), d_gates_2d[batch:])
+    d_weight = torch.cat([x.reshape(steps * batch, -1).t() @ d_gates_2d, d_w_hidden]).t()
     d_x = (d_gates_2d @ w_input).view_as(x) if needs_input_grad[0] else None
     d_h0 = d_gates[0] @ w_hidden if needs_input_grad[3] else None
     return d_x, d_weight, d_gates_2d.sum(0), d_h0
@@ -202,9 +240,15 @@ def candidate_doubled(rows: Tensor) -> Tensor:
 def uniform_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Inverted dropout, as F.dropout: each element is kept with probability 1 - p and scaled by 1 / (1 - p).
 
-    On the CPU the mask is drawn as TensorFlow's dropout draws it, uniform >= p: torch.rand is vectorised, while
-    F.dropout's bernoulli_ draws element by element (docs/speed.md). On a GPU F.dropout is one fused kernel.
+    On the CPU the mask is drawn as TensorFlow's dropout draws it, uniform >= p (docs/speed.md): F.dropout's
+    bernoulli_ draws element by element. Where p is a multiple of 1/256 (0.5, 0.25, ...) the uniform numbers are
+    random bytes, eight from each 64-bit draw, exactly; otherwise torch.rand's floats. On a GPU F.dropout is one
+    fused kernel.
     """
     if not training or p == 0.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
+    if (p * 256).is_integer():
+        draws = torch.empty((x.numel() + 7) // 8, dtype=torch.int64).random_(-(2**63), 2**63 - 1)  # 64 random bits
+        uniform = draws.view(torch.uint8)[: x.numel()].view(x.shape).to(x.dtype)  # 0, 1, ..., 255
+        return x * uniform.ge_(p * 256).mul_(1.0 / (1.0 - p))
     return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))

@@ -10,8 +10,8 @@ from mnist_lstm.model.lstm import State
 
 
 def lstm_inference(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """`lstm_loop` without gradients (evaluation, prediction), in 6 elementwise passes per step (the fused
-    loop's forward makes 13 before its derivatives).
+    """`lstm_loop` without gradients (evaluation, prediction), in 6 elementwise passes per step (the plain
+    loop makes 10).
 
     Elementwise work, not the matmuls, is where a CPU step loses time to oneDNN's fused kernel, so two
     rewrites, exact in arithmetic, save passes over memory. tanh(z) = 2 sigmoid(2z) - 1, so with the

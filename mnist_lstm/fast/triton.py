@@ -1,12 +1,12 @@
 """FusedLSTMLoop with each timestep's elementwise work as one Triton kernel (GPU training, `speed.loop=triton`).
 
-On a GPU our loop is many small kernels: per timestep and layer the recurrent matmul, then 12 elementwise
-ones in the forward (activations, the cell, the local derivatives) and 4 in the backward, ~1,250 per training
-step at the tutorial's shape, each too short to fill the GPU. Here the same loop and the same local derivatives
-as `FusedLSTMLoop` (mnist_lstm/fast/fused.py, read that first) run those elementwise ops as one kernel per
-timestep each way: 4 kernels per timestep and layer instead of 18. The matmuls stay PyTorch's (cuBLAS). Inside
-one kernel the number of operations costs nothing, so the gates stay as nn.LSTM lays them out (the candidate's
-rows not doubled), and the derivatives are written out gate by gate.
+On a GPU our loop is many small kernels: per timestep and layer the recurrent matmul, then 6 elementwise
+ones in the forward (activations, the cell) and 4 in the backward, ~700 per training step at the tutorial's
+shape, each too short to fill the GPU. Here the same loop and the same math as `FusedLSTMLoop`
+(mnist_lstm/fast/fused.py, read that first) run each timestep's elementwise work, its local derivatives
+included, as one kernel each way: 4 kernels per timestep and layer instead of 12. The matmuls stay PyTorch's
+(cuBLAS). Inside one kernel the number of operations costs nothing, so the gates stay as nn.LSTM lays them out
+(the candidate's rows not doubled), and the derivatives are written out gate by gate.
 
 Each kernel instance handles BLOCK of the batch * hidden cells of one timestep; cell (b, k) reads its four
 gates at columns k, H + k, 2H + k, 3H + k of row b of the (batch, 4H) gates, in nn.LSTM's order (i, f, g, o).
@@ -110,7 +110,7 @@ class TritonLSTMLoop(torch.autograd.Function):
         x, weight, h0, outputs, gates, forget, dh_dc = saved_once(ctx)
         steps, batch, input_size = x.shape
         hidden = h0.shape[1]
-        w_hidden = weight[:, input_size:]
+        w_input, w_hidden = weight.split([input_size, hidden], dim=1)
         d_h = d_outputs[-1].contiguous().clone()  # (contiguous: the kernel reads cell b * hidden + k)
         d_c = d_c_last.contiguous().clone()
         d_gates = gates  # dL/d(pre-activation) of every step, written over its local derivatives
@@ -121,4 +121,4 @@ class TritonLSTMLoop(torch.autograd.Function):
             if t > 0:
                 torch.addmm(d_outputs[t - 1], d_gates[t], w_hidden, out=d_h)
 
-        return (*input_gradients(ctx.needs_input_grad, x, weight, h0, outputs, d_gates), d_c)
+        return (*input_gradients(ctx.needs_input_grad, x, w_input, w_hidden, h0, outputs, d_gates), d_c)
