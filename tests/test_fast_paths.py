@@ -132,16 +132,21 @@ def test_the_fused_loop_reuses_its_buffers_and_stays_exact(monkeypatch: pytest.M
     torch.testing.assert_close(both, tuple(2 * g for g in expected), rtol=0, atol=1e-12)
 
 
-def test_what_the_fused_loop_returns_is_not_a_kept_buffer() -> None:
+def test_what_the_fused_loop_returns_is_not_a_kept_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
     """The outputs and c_T a step returns stay as they were when the next step's forward takes that step's
     buffers (a caller may keep them: a logged activation, a state carried on)."""
+    workspaces = Workspaces()
+    monkeypatch.setattr(mnist_lstm.fast.fused, "WORKSPACES", workspaces)
     torch.manual_seed(0)
     x, weight, bias, h0, c0 = (torch.randn(*shape) for shape in [(5, 3, 4), (8, 6), (8,), (3, 2), (3, 2)])
     weight.requires_grad_()
     outputs, c = FusedLSTMLoop.apply(x, weight, bias, h0, c0)
     (outputs.sum() + c.sum()).backward()
     kept = outputs.clone(), c.clone()
-    FusedLSTMLoop.apply(2 * x, weight, bias, -h0, c0 + 1)  # takes the buffers the backward gave back
+    [free] = workspaces.free.values()
+    assert len(free) == 1
+    FusedLSTMLoop.apply(2 * x, weight, bias, -h0, c0 + 1)
+    assert not free  # the second forward took the buffers the backward gave back
     torch.testing.assert_close((outputs, c), kept, rtol=0, atol=0)
 
 

@@ -5,7 +5,8 @@ time) written by hand. Read mnist_lstm/model/lstm.py first: this file computes e
                       without (mnist_lstm/fast/inference.py), and lstm_loop itself where the compiler or
                       autocast must see plain ops
     FusedLSTMLoop     the forward in place, in buffers kept between steps, and the hand-written backward
-    Workspaces        those buffers: given back by a step's backward, taken by the next step's forward
+    Workspace         one forward's buffers, and the views of them each timestep takes, made once
+    Workspaces        the kept workspaces: given back by a step's backward, taken by the next step's forward
     candidate_doubled the candidate gate's rows doubled, so that one sigmoid activates all four gates
     uniform_dropout   F.dropout's distribution, its mask drawn as uniform >= p (TensorFlow's way), faster on the CPU
 """
@@ -43,10 +44,10 @@ class FusedLSTMLoop(torch.autograd.Function):
 
     Autograd would record ~12 ops per step and replay each one's backward separately. Here the forward
     writes every step in place into preallocated buffers and, after the loop, replaces the gates of every
-    step by their local derivatives: how c_t and h_t move with each gate's pre-activation. The backward (through
-    time) is then four products per step, written over those derivatives (no second (time, batch,
-    4*hidden) buffer), and the weight gradient of all steps is one large matmul, as in nn.LSTM. Because
-    it overwrites them, it runs once per forward. Without gradients, `lstm_inference` runs instead.
+    step by their local derivatives (how c_t and h_t move with each gate's pre-activation), from factors it
+    kept per step. The backward (through time) is then four products per step, written over those
+    derivatives, and the weight gradient of all steps is one large matmul, as in nn.LSTM. Because it
+    overwrites them, it runs once per forward. Without gradients, `lstm_inference` runs instead.
 
     Its buffers come from WORKSPACES: a training step's forward takes those the step before gave back.
     """
@@ -67,11 +68,11 @@ class FusedLSTMLoop(torch.autograd.Function):
         torch.addmm(bias, x.reshape(steps * batch, -1), w_input.t(), out=work.gates.view(steps * batch, -1))
         outputs = x.new_empty(steps, batch, hidden)
         work.factors[0, 1] = c0
-        minus_one = x.new_full((1, 1), -1.0).expand(batch, hidden)
+        minus_one = x.new_full((1, 1), -1.0).expand(batch, hidden)  # so that g = 2 s - 1 is one op: -1 + 2 s
 
-        # The explicit unrolling, as in lstm_loop: only what step t + 1 needs. On the CPU each elementwise op costs
-        # a call beside its arithmetic, so what the next step does not need waits for the loop's end, where it is
-        # a few operations over all steps at once.
+        # The explicit unrolling, as in lstm_loop: only what the next step needs. On the CPU each elementwise op
+        # costs a call beside its arithmetic, so what the next step does not need waits for the loop's end, where
+        # it is a few operations over all steps at once.
         h = h0
         for (a, i, f, s, o, g, c_prev, tanh_c, c), h_t in zip(work.forward_steps, outputs.unbind(0), strict=True):
             a.addmm_(h, w_hidden_t).sigmoid_()  # the pre-activations (batch, 4*hidden), activated in place
@@ -134,12 +135,15 @@ class Workspace:
         self.forget = x.new_empty(steps, batch, hidden)  # dc_t/dc_{t-1} = f
         self.dh_dc = x.new_empty(steps, batch, hidden)  # dh_t/dc_t
         gates = self.gates.unbind(0)
+        # Per step: its gates (batch, 4*hidden) and their chunks i, f, s, o; where g, c_{t-1} and tanh c_t are
+        # kept; where c_t goes (step t + 1's c_{t-1}).
         self.forward_steps = [
             (a, *a.chunk(4, dim=1), g, c_prev, tanh_c, c)
             for a, (g, c_prev, _, tanh_c), c in zip(
                 gates, self.factors[:steps].unbind(0), self.factors[1:, 1].unbind(0), strict=True
             )
         ]
+        # Per step: its derivatives, those of i, f, s (batch, 3, hidden) and of o, dh_t/dc_t, f.
         per_gate = self.gates.view(steps, batch, 4, hidden)
         self.backward_steps = list(
             zip(
@@ -223,7 +227,7 @@ def input_gradients(
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
     d_gates_2d = d_gates.view(steps * batch, 4 * hidden)
-    # Transposed, (input^T d_gates)^T: MKL computes it faster than d_gates^T input (docs/speed.md).
+    # Transposed, (input^T d_gates)^T: on the CPU MKL computes it faster than d_gates^T input (docs/speed.md).
     d_w_hidden = torch.addmm(h0.t() @ d_gates[0], outputs[:-1].reshape(-1, hidden).t(), d_gates_2d[batch:])
     d_weight = torch.cat([x.reshape(steps * batch, -1).t() @ d_gates_2d, d_w_hidden]).t()
     d_x = (d_gates_2d @ w_input).view_as(x) if needs_input_grad[0] else None
@@ -242,13 +246,13 @@ def uniform_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
     On the CPU the mask is drawn as TensorFlow's dropout draws it, uniform >= p (docs/speed.md): F.dropout's
     bernoulli_ draws element by element. Where p is a multiple of 1/256 (0.5, 0.25, ...) the uniform numbers are
-    random bytes, eight from each 64-bit draw, exactly; otherwise torch.rand's floats. On a GPU F.dropout is one
-    fused kernel.
+    random bytes, eight from each 64-bit draw, and the mask is exact; otherwise torch.rand's floats. On a GPU
+    F.dropout is one fused kernel.
     """
     if not training or p == 0.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
     if (p * 256).is_integer():
-        draws = torch.empty((x.numel() + 7) // 8, dtype=torch.int64).random_(-(2**63), 2**63 - 1)  # 64 random bits
+        draws = torch.empty((x.numel() + 7) // 8, dtype=torch.int64).random_(-(2**63), None)  # 64 random bits
         uniform = draws.view(torch.uint8)[: x.numel()].view(x.shape).to(x.dtype)  # 0, 1, ..., 255
         return x * uniform.ge_(p * 256).mul_(1.0 / (1.0 - p))
     return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))

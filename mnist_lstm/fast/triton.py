@@ -41,7 +41,7 @@ def _tanh(z):
 @triton.jit
 def _forward_step(gates, c_prev, c_out, h_out, dh_dc_out, forget_out, cells, hidden, BLOCK: tl.constexpr):
     """One timestep: the pre-activations in `gates` -> c_t, h_t, dh_t/dc_t and f; the gates are replaced by
-    their local derivatives (FusedLSTMLoop.forward's loop body, fused)."""
+    their local derivatives (FusedLSTMLoop.forward's loop body and, for this step, what follows its loop, fused)."""
     cell = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = cell < cells
     gate = gates + (cell // hidden) * 4 * hidden + cell % hidden  # gate i of this cell; f, g, o follow, H apart

@@ -99,10 +99,10 @@ def parameter_count(hidden: int, layers: int) -> int:
 
 def training_bytes(hidden: int, layers: int, batch: int, eval_batch: int, loop: str) -> int:
     """About what a training run holds at its peak: the weights, their gradients and Adam's two moments (4 copies
-    of float32), one training batch's activations through time (the fused loop keeps about 12 numbers per cell and
+    of float32), one training batch's activations through time (the fused loop keeps about 14 numbers per cell and
     timestep, autograd's plain loop about twice that), an evaluation chunk's (at most 1,024 images, nothing kept
     per timestep), MNIST in memory and the process itself."""
-    per_cell = 24 if loop == "plain" else 12
+    per_cell = 24 if loop == "plain" else 14
     activations = layers * ROWS * batch * hidden * per_cell * 4
     chunk = min(eval_batch, RowLSTMClassifier.inference_chunk)
     evaluation = layers * chunk * hidden * 8 * 4 + ROWS * chunk * hidden * 4
