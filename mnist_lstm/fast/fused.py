@@ -254,5 +254,7 @@ def uniform_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     if (p * 256).is_integer():
         draws = torch.empty((x.numel() + 7) // 8, dtype=torch.int64).random_(-(2**63), None)  # 64 random bits
         uniform = draws.view(torch.uint8)[: x.numel()].view(x.shape).to(x.dtype)  # 0, 1, ..., 255
-        return x * uniform.ge_(p * 256).mul_(1.0 / (1.0 - p))
-    return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
+        threshold = p * 256
+    else:
+        uniform, threshold = torch.rand_like(x), p
+    return x * uniform.ge_(threshold).mul_(1.0 / (1.0 - p))
