@@ -44,6 +44,15 @@ def allocator_missing(name: str) -> str | None:
     return None
 
 
+def allocator_environment(allocator: str) -> dict[str, str]:
+    """This process's environment for a fresh process that runs with `allocator` (one of ALLOCATORS)."""
+    environment = dict(os.environ)
+    for settings in ALLOCATORS.values():  # no allocator's setting leaks in from this process's environment
+        for key in settings:
+            environment.pop(key, None)
+    return environment | ALLOCATORS[allocator]
+
+
 class _Mallinfo2(ctypes.Structure):  # glibc >= 2.33, `man 3 mallinfo`
     names = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
     _fields_ = [(name, ctypes.c_size_t) for name in names]
@@ -104,12 +113,7 @@ def median_seconds_alone(
     with `allocator` (one of ALLOCATORS) and the code of the checkout `tree`."""
     args = [mode, name, hidden, layers, batch, calls, warmup, torch.get_num_threads()]
     command = [sys.executable, "-m", "benchmarks.alone", *map(str, args)]
-    environment = dict(os.environ)
-    for settings in ALLOCATORS.values():  # no allocator's setting leaks in from this process's environment
-        for key in settings:
-            environment.pop(key, None)
-    environment.update(ALLOCATORS[allocator])
-    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=environment)
+    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=allocator_environment(allocator))
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command[2:])} ({allocator}) failed:\n{result.stderr[-3000:]}")
     seconds, used = result.stdout.strip().splitlines()[-1].split("\t")

@@ -19,7 +19,7 @@ from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 import mnist_lstm.config  # noqa: F401  (registers train.py's schema and resolvers, for composing its config)
-from benchmarks import e2e, plots
+from benchmarks import cell, e2e, plots
 from benchmarks.alone import ALLOCATORS, allocator_missing
 from benchmarks.clean_env import dependency_closure
 from benchmarks.clean_env import make as make_clean_env
@@ -172,6 +172,39 @@ def test_clean_environment_holds_the_dependencies_and_nothing_else(tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["True", "mnist_lstm.run.train"]  # the project imports; pytest is not there
+
+
+def test_cell_benchmark_times_each_variant_under_the_allocator_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "cell.json"
+    allocator = "glibc, 1 GiB thresholds"  # a fresh process with the allocator's settings, that says so
+    args = ["--rounds", "2", "--hidden", "8", "--batch", "4", "--steps", "3", "--input-sizes", "5", "--allocators"]
+    results = cell.main([*args, allocator, "--out", str(out)])
+    assert json.loads(out.read_text()) == results and set(results) == {"machine", "command", allocator}
+    (layer,) = results[allocator]["layers"]
+    assert results[allocator]["allocator"] == allocator and layer["input_size"] == 5
+    assert set(layer["variants"]) == {f"{who} forward" for who in ("ours", "compiled", "nn.LSTM")} | {
+        "ours forward+backward",
+        "nn.LSTM forward+backward",
+    }
+    assert all(row["median_ms"] > 0 and row["rounds"] == 2 for row in layer["variants"].values())
+    assert set(layer["ratios"]) == {"ours/nn.LSTM forward", "compiled/ours forward", "ours/nn.LSTM forward+backward"}
+    # The profile of our forward: one recurrent matmul and one sigmoid over the four gates per step.
+    operations = {row["operation"]: row for row in layer["our_forward_by_operation"]}
+    assert operations["aten::addmm_"]["count"] == 3 and operations["aten::sigmoid_"]["count"] == 3
+
+
+def test_the_compiled_cells_plain_forward_leaves_what_ours_leaves_and_a_difference_is_caught() -> None:
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(4, 3, 5), torch.randn(4 * 6, 5 + 6), torch.randn(4 * 6)
+    state = (torch.randn(3, 6), torch.randn(3, 6))
+    cell.check_same_results(cell.plain_forward, x, weight, bias, *state)  # eager: the same math as ours
+
+    def forget_gate_off(*args):
+        *rest, forget = cell.plain_forward(*args)
+        return *rest, forget * 0.999
+
+    with pytest.raises(AssertionError, match="forget gates"):
+        cell.check_same_results(forget_gate_off, x, weight, bias, *state)
 
 
 def test_compare_trees_runs_both_checkouts_and_reports_every_phase(mnist_dir: Path, tmp_path: Path) -> None:
