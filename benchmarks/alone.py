@@ -53,6 +53,14 @@ def allocator_environment(allocator: str) -> dict[str, str]:
     return environment | ALLOCATORS[allocator]
 
 
+def run_with_allocator(command: list[str], allocator: str, cwd: Path) -> str:
+    """Run `command` in a fresh process with `allocator` (one of ALLOCATORS); the last line it printed."""
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=allocator_environment(allocator))
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:])} ({allocator}) failed:\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
 class _Mallinfo2(ctypes.Structure):  # glibc >= 2.33, `man 3 mallinfo`
     names = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
     _fields_ = [(name, ctypes.c_size_t) for name in names]
@@ -113,10 +121,7 @@ def median_seconds_alone(
     with `allocator` (one of ALLOCATORS) and the code of the checkout `tree`."""
     args = [mode, name, hidden, layers, batch, calls, warmup, torch.get_num_threads()]
     command = [sys.executable, "-m", "benchmarks.alone", *map(str, args)]
-    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=allocator_environment(allocator))
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[2:])} ({allocator}) failed:\n{result.stderr[-3000:]}")
-    seconds, used = result.stdout.strip().splitlines()[-1].split("\t")
+    seconds, used = run_with_allocator(command, allocator, tree).split("\t")
     if used != allocator:
         raise RuntimeError(f"{' '.join(command[2:])}: asked to run with {allocator}, ran with {used}")
     return float(seconds)

@@ -2,13 +2,14 @@
 the elementwise work of each step compiled into one kernel closes the gap (issue 29's lever).
 
 One layer at the tutorial's shape (batch 128, 28 steps, hidden 256; input 28 as the first layer, 256 as the
-second), in one process, interleaved (benchmarks/timing.py):
+second), the variants interleaved in one process per allocator (benchmarks/timing.py):
 
     ours forward            FusedLSTMLoop's forward as a training step runs it: premul, the loop, each step's
                             local derivatives after it
     compiled forward        the same results written as plain ops (`plain_forward`) and compiled by Inductor
                             (torch.compile): each step's elementwise work one generated C++ kernel
-    nn.LSTM forward         nn.LSTM's training forward (oneDNN keeps its workspace for the backward)
+    nn.LSTM forward         nn.LSTM's training forward (oneDNN keeps its workspace for the backward); it also
+                            records its autograd node, which ours leaves out (small beside ~12 ms)
     ... forward+backward    ours and nn.LSTM's, a whole layer's training work
 
 and, from torch.profiler, our forward's self CPU time by operation (how much is the recurrent matmul, how much
@@ -25,7 +26,6 @@ import json
 import operator
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -35,22 +35,26 @@ import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.alone import ALLOCATORS, allocator_environment, allocator_missing, malloc_in_use
+from benchmarks.alone import ALLOCATORS, allocator_missing, malloc_in_use, run_with_allocator
 from benchmarks.memory import REPO
 from benchmarks.run import machine
 from benchmarks.timing import interleaved, matmul_gflops, summary
-from mnist_lstm.fast.fused import WORKSPACES, FusedLSTMLoop, candidate_doubled
+from mnist_lstm.fast.fused import WORKSPACES, FusedLSTMLoop, Workspace, candidate_doubled
 
 CPU = torch.device("cpu")
 
 
-def our_forward(x: Tensor, weight: Tensor, bias: Tensor, h0: Tensor, c0: Tensor):
-    """FusedLSTMLoop's forward as a training step runs it (without autograd's records); its workspace, with each
-    step's local derivatives in it, is given back as the step's backward would."""
+def our_forward(x: Tensor, weight: Tensor, bias: Tensor, h0: Tensor, c0: Tensor) -> tuple[Workspace, Tensor]:
+    """FusedLSTMLoop's forward as a training step runs it (without autograd's records): its workspace, with each
+    step's local derivatives in it, and its outputs. The caller gives the workspace back, as a backward would."""
     ctx = types.SimpleNamespace(save_for_backward=lambda *tensors: None)
     outputs, _ = FusedLSTMLoop.forward(ctx, x, weight, bias, h0, c0)
-    WORKSPACES.give_back(ctx.workspace)
     return ctx.workspace, outputs
+
+
+def our_forward_given_back(*inputs: Tensor) -> None:
+    """our_forward, its workspace given back at once: what the next training step's forward finds."""
+    WORKSPACES.give_back(our_forward(*inputs)[0])
 
 
 def plain_forward(x: Tensor, weight: Tensor, bias: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, ...]:
@@ -83,8 +87,11 @@ def check_same_results(compiled, x: Tensor, weight: Tensor, bias: Tensor, h0: Te
     work, outputs = our_forward(x, weight, bias, h0, c0)
     ours = (work.gates, outputs, work.factors[:, 1], work.dh_dc, work.forget)
     names = ("derivatives", "outputs", "cells", "dh_dc", "forget gates")
-    for name, theirs, mine in zip(names, compiled(x, weight, bias, h0, c0), ours, strict=True):
-        torch.testing.assert_close(theirs, mine, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+    try:
+        for name, theirs, mine in zip(names, compiled(x, weight, bias, h0, c0), ours, strict=True):
+            torch.testing.assert_close(theirs, mine, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+    finally:
+        WORKSPACES.give_back(work)
 
 
 def measure(input_size: int, hidden: int, batch: int, steps: int, rounds: int) -> dict:
@@ -97,24 +104,24 @@ def measure(input_size: int, hidden: int, batch: int, steps: int, rounds: int) -
     h0, c0 = torch.zeros(batch, hidden), torch.zeros(batch, hidden)
     d_outputs = torch.randn(steps, batch, hidden)
     compiled = torch.compile(plain_forward, fullgraph=True, dynamic=False)
-    plain = [t.detach() for t in (x, weight, bias, h0, c0)]
+    detached = [t.detach() for t in (x, weight, bias, h0, c0)]
     start = time.perf_counter()
-    check_same_results(compiled, *plain)
+    check_same_results(compiled, *detached)  # its first call compiles (or reads Inductor's cache)
     compile_seconds = time.perf_counter() - start
 
-    def ours_both() -> None:
+    def ours_forward_backward() -> None:
         outputs, c = FusedLSTMLoop.apply(x, weight, bias, h0, c0)
         torch.autograd.backward((outputs, c), (d_outputs, torch.zeros_like(c)))
 
-    def nn_both() -> None:
+    def nn_forward_backward() -> None:
         lstm(x)[0].backward(d_outputs)
 
     variants = {
-        "ours forward": lambda: our_forward(*plain),
-        "compiled forward": lambda: compiled(*plain),
+        "ours forward": lambda: our_forward_given_back(*detached),
+        "compiled forward": lambda: compiled(*detached),
         "nn.LSTM forward": lambda: lstm(x),
-        "ours forward+backward": ours_both,
-        "nn.LSTM forward+backward": nn_both,
+        "ours forward+backward": ours_forward_backward,
+        "nn.LSTM forward+backward": nn_forward_backward,
     }
     seconds = interleaved(variants, rounds, CPU, warmup=2)
     pairs = {
@@ -128,7 +135,7 @@ def measure(input_size: int, hidden: int, batch: int, steps: int, rounds: int) -
         "variants": summary(seconds, "ours forward"),
         "ratios": ratios,
         "compile_and_check_seconds": compile_seconds,
-        "our_forward_by_operation": by_operation(lambda: our_forward(*plain), calls=max(2, rounds // 4)),
+        "our_forward_by_operation": by_operation(lambda: our_forward_given_back(*detached), max(2, rounds // 4)),
     }
 
 
@@ -142,12 +149,12 @@ def by_operation(forward, calls: int) -> list[dict]:
     rows = [
         {"operation": e.key, "ms": e.self_cpu_time_total / 1e3 / calls, "count": e.count // calls}
         for e in prof.key_averages()
-        if e.self_cpu_time_total > 0
     ]
     return sorted(rows, key=lambda row: -row["ms"])
 
 
-def in_this_process(args) -> dict:
+def in_this_process(args: argparse.Namespace) -> dict:
+    """Every layer's measurements in this process, with the allocator it runs with and its matmul throughput."""
     torch.set_num_threads(args.threads)
     return {
         "allocator": malloc_in_use(),
@@ -183,11 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         print(f"{allocator}: measuring in a fresh process", file=sys.stderr, flush=True)
         child = [sys.executable, "-m", "benchmarks.cell", "--in-this-process", *child_args]
-        environment = allocator_environment(allocator)
-        done = subprocess.run(child, cwd=REPO, capture_output=True, text=True, env=environment)
-        if done.returncode != 0:
-            raise RuntimeError(f"benchmarks.cell ({allocator}) failed:\n{done.stderr[-3000:]}")
-        results[allocator] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[allocator] = json.loads(run_with_allocator(child, allocator, REPO))
         if results[allocator]["allocator"] != allocator:
             raise RuntimeError(f"asked to run with {allocator}, ran with {results[allocator]['allocator']}")
     if args.out:
