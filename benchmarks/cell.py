@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import operator
 import shlex
-import statistics
 import sys
 import time
 import types
@@ -38,7 +36,7 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.alone import ALLOCATORS, allocator_missing, malloc_in_use, run_with_allocator
 from benchmarks.memory import REPO
 from benchmarks.run import machine
-from benchmarks.timing import interleaved, matmul_gflops, summary
+from benchmarks.timing import interleaved, matmul_gflops, ratio, summary
 from mnist_lstm.fast.fused import WORKSPACES, FusedLSTMLoop, Workspace, candidate_doubled
 
 CPU = torch.device("cpu")
@@ -129,7 +127,7 @@ def measure(input_size: int, hidden: int, batch: int, steps: int, rounds: int) -
         "compiled/ours forward": ("compiled forward", "ours forward"),
         "ours/nn.LSTM forward+backward": ("ours forward+backward", "nn.LSTM forward+backward"),
     }
-    ratios = {name: statistics.median(map(operator.truediv, seconds[a], seconds[b])) for name, (a, b) in pairs.items()}
+    ratios = {name: ratio(seconds, a, b) for name, (a, b) in pairs.items()}
     return {
         "input_size": input_size,
         "variants": summary(seconds, "ours forward"),

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import alone
-from benchmarks.timing import matmul_gflops
+from benchmarks.timing import matmul_gflops, ratio
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = """
@@ -65,14 +65,14 @@ def compare(
         print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]['wall_s']:.2f} s" for n, v in runs.items()), flush=True)
     before, after = runs["before"], runs["after"]
     medians = {name: {k: statistics.median(run[k] for run in v) for k in v[0]} for name, v in runs.items()}
-    ratio = statistics.median(a["wall_s"] / b["wall_s"] for a, b in zip(after, before, strict=True))
+    wall = statistics.median(a["wall_s"] / b["wall_s"] for a, b in zip(after, before, strict=True))
     speed = statistics.median(a["steps_per_s"] / b["steps_per_s"] for a, b in zip(after, before, strict=True))
     return {
         "rounds": rounds,
         "steps": steps,
         "model": model,
         "medians": medians,
-        "wall_ratio": ratio,
+        "wall_ratio": wall,
         "steps_per_s_ratio": speed,
         "runs": runs,
     }
@@ -96,9 +96,9 @@ def step_alone(before: Path, after: Path, hidden: int, layers: int, rounds: int,
         row = {
             "allocator": allocator,
             "ms": {label: 1000 * statistics.median(v) for label, v in seconds.items()},
-            "after/before": _ratio(seconds, "ours, after", "ours, before"),
-            "before/nn.LSTM": _ratio(seconds, "ours, before", "nn.LSTM"),
-            "after/nn.LSTM": _ratio(seconds, "ours, after", "nn.LSTM"),
+            "after/before": ratio(seconds, "ours, after", "ours, before"),
+            "before/nn.LSTM": ratio(seconds, "ours, before", "nn.LSTM"),
+            "after/nn.LSTM": ratio(seconds, "ours, after", "nn.LSTM"),
             "seconds": seconds,
         }
         ms = row["ms"]
@@ -110,11 +110,6 @@ def step_alone(before: Path, after: Path, hidden: int, layers: int, rounds: int,
         )
         results.append(row)
     return results
-
-
-def _ratio(seconds: dict[str, list[float]], a: str, b: str) -> float:
-    """The median of the per-round ratios of a's seconds to b's."""
-    return statistics.median(x / y for x, y in zip(seconds[a], seconds[b], strict=True))
 
 
 def main(argv: list[str] | None = None) -> None:

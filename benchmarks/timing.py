@@ -36,13 +36,17 @@ def interleaved(
     return seconds
 
 
+def ratio(seconds: dict[str, list[float]], a: str, b: str) -> float:
+    """The median of the per-round ratios of a's seconds to b's."""
+    return statistics.median(x / y for x, y in zip(seconds[a], seconds[b], strict=True))
+
+
 def summary(seconds: dict[str, list[float]], reference: str) -> dict[str, dict[str, float]]:
     """Median time of each variant and the median of its per-round ratios to the reference."""
-    ref = seconds[reference]
     return {
         name: {
             "median_ms": 1e3 * statistics.median(times),
-            "ratio": statistics.median(t / r for t, r in zip(times, ref, strict=True)),
+            "ratio": ratio(seconds, name, reference),
             "rounds": len(times),
         }
         for name, times in seconds.items()
