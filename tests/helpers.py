@@ -22,7 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 import mnist_lstm.config  # noqa: F401  (registers the schemas and resolvers the configs name)
-import mnist_lstm.fast  # noqa: F401  (registers the fast implementations)
+import mnist_lstm.fast
 from mnist_lstm.data import MNIST_FILES, raw_dir
 from mnist_lstm.model.lstm import StackedLSTM
 
@@ -179,7 +179,7 @@ def twins(
 ) -> tuple[StackedLSTM, StackedLSTM]:
     """A StackedLSTM computing with `implementation` and one with the plain loop, the same weights, in double."""
     fast = StackedLSTM(inputs, hidden, layer_num, dropout, forget_bias=1.0).double()
-    fast.implementation = implementation
+    fast.implementation = mnist_lstm.fast.IMPLEMENTATIONS[implementation]
     plain = StackedLSTM(inputs, hidden, layer_num, dropout, forget_bias=1.0).double()
     plain.load_state_dict(fast.state_dict())
     return fast, plain

@@ -25,7 +25,7 @@ from mnist_lstm.errors import UserError
 from mnist_lstm.fast import nvml
 from mnist_lstm.fast.cuda_graph import ForwardBackwardGraphModule, WholeStepGraphModule
 from mnist_lstm.fast.fused import FusedLSTMLoop, Workspace, Workspaces, uniform_dropout
-from mnist_lstm.model.lstm import IMPLEMENTATIONS, Implementation, RowLSTMClassifier, StackedLSTM, lstm_loop
+from mnist_lstm.model.lstm import Implementation, RowLSTMClassifier, StackedLSTM, lstm_loop
 from mnist_lstm.model.module import RowLSTMModule
 from tests.helpers import (
     copy_into_nn_lstm,
@@ -166,7 +166,7 @@ def test_the_kept_buffers_are_bounded() -> None:
 def test_a_second_backward_through_the_fused_loop_is_refused() -> None:
     """Its backward writes over the saved derivatives: a second one must stop, naming the way out."""
     lstm = StackedLSTM(3, 4, 1)
-    lstm.implementation = "fused"
+    lstm.implementation = fast.IMPLEMENTATIONS["fused"]
     out, _ = lstm(torch.randn(5, 2, 3))
     out.sum().backward(retain_graph=True)
     first = lstm.layers[0].gates.weight.grad.clone()
@@ -239,7 +239,7 @@ def test_the_triton_loop_trains_with_the_fused_loop_on_the_cpu() -> None:
     """Triton's kernels run on a GPU: on the CPU speed.loop=triton takes the fused loop, and the weights are the
     same parameters either way (a checkpoint loads into both)."""
     lstm = StackedLSTM(3, 4, 2)
-    lstm.implementation = "triton"
+    lstm.implementation = fast.IMPLEMENTATIONS["triton"]
     out, _ = lstm(torch.randn(5, 2, 3))
     assert "FusedLSTMLoop" in type(out.grad_fn).__name__
     assert lstm.state_dict().keys() == StackedLSTM(3, 4, 2).state_dict().keys()
@@ -374,9 +374,8 @@ def test_training_with_dropout_is_the_same_on_both_loops(monkeypatch: pytest.Mon
     """With the same dropout, the fused and the plain loop train alike: a training forward and its gradients
     agree. (The fast implementations draw dropout's mask as uniform >= p, F.dropout as bernoulli: the same
     distribution, other masks for a seed, so speed=plain and speed=fused runs of one seed differ.)"""
-    monkeypatch.setitem(IMPLEMENTATIONS, "plain, uniform dropout", Implementation(lstm_loop, uniform_dropout))
     fused, plain = twins(2, 6, dropout=0.5)
-    plain.implementation = "plain, uniform dropout"
+    plain.implementation = Implementation(lstm_loop, uniform_dropout)
     x = torch.randn(5, 4, 7, dtype=torch.double)
     grads = []
     for lstm in (fused, plain):
@@ -393,7 +392,7 @@ def test_inference_path_gives_the_training_path_results(layer_num: int) -> None:
     """Without gradients lstm_inference runs (gates step by step, nothing kept): the training path's numbers."""
     torch.manual_seed(0)
     lstm = StackedLSTM(28, 32, layer_num, dropout=0.5).eval()
-    lstm.implementation = "fused"
+    lstm.implementation = fast.IMPLEMENTATIONS["fused"]
     x = torch.rand(28, 50, 28)
     with_grad, (h, c) = lstm(x)
     assert with_grad.requires_grad
@@ -410,7 +409,7 @@ def test_inference_loop_is_exactly_nn_lstm(layer_num: int, monkeypatch: pytest.M
     torch.manual_seed(layer_num)
     steps, batch, inputs, hidden = 6, 3, 7, 5
     ours = StackedLSTM(inputs, hidden, layer_num, dropout=0.5).double().eval()
-    ours.implementation = "fused"
+    ours.implementation = fast.IMPLEMENTATIONS["fused"]
     reference = nn.LSTM(inputs, hidden, layer_num).double()
     copy_into_nn_lstm(ours, reference)
     x = torch.randn(steps, batch, inputs, dtype=torch.double)
@@ -453,7 +452,7 @@ def test_large_batches_are_read_in_chunks_with_the_same_answers(cell: str) -> No
 def test_mixed_precision_runs_the_plain_loop() -> None:
     """Under autocast (trainer.precision=bf16-mixed) the fused loop steps aside: same result as the plain one."""
     torch.manual_seed(0)
-    fused = RowLSTMClassifier(hidden_size=16, dropout=0.0).use("fused")
+    fused = RowLSTMClassifier(hidden_size=16, dropout=0.0).use(fast.IMPLEMENTATIONS["fused"])
     plain = RowLSTMClassifier(hidden_size=16, dropout=0.0)
     plain.load_state_dict(fused.state_dict())
     images = torch.rand(4, 28, 28)
@@ -486,7 +485,7 @@ def test_torch_compile_matches_eager(implementation: str) -> None:
     eager = StackedLSTM(7, 8, 2)
     compiled = StackedLSTM(7, 8, 2)
     compiled.load_state_dict(eager.state_dict())
-    eager.implementation = compiled.implementation = implementation
+    eager.implementation = compiled.implementation = fast.IMPLEMENTATIONS[implementation]
     compiled.compile()
     x = torch.randn(5, 3, 7)
     results = []

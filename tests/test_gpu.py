@@ -117,8 +117,8 @@ RESUMED_AT_THE_LAST_BATCH = [20, 32, 32, 32, 20, 32]
 @pytest.mark.parametrize("sizes", [EPOCHS, RESUMED_AT_THE_LAST_BATCH])
 def test_cuda_graph_trains_exactly_like_the_eager_step(sizes: list[int]) -> None:
     torch.manual_seed(0)
-    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use("fused").to(CUDA)
-    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use("fused").to(CUDA)
+    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["fused"]).to(CUDA)
+    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["fused"]).to(CUDA)
     graphed_net.load_state_dict(eager.state_dict())
     batches = [(torch.rand(n, 28, 28, device=CUDA), torch.randint(0, 10, (n,), device=CUDA)) for n in sizes]
     graphed = GraphedTraining(graphed_net)
@@ -141,9 +141,9 @@ def test_triton_loop_on_cuda_matches_the_fused_loop(dtype: torch.dtype, toleranc
     torch.manual_seed(0)
     steps, batch, inputs, hidden, layer_num = 28, 48, 28, 40, 2  # 1,920 cells: two kernel instances, one partial
     fused = StackedLSTM(inputs, hidden, layer_num).to(CUDA, dtype)
-    fused.implementation = "fused"
+    fused.implementation = fast.IMPLEMENTATIONS["fused"]
     with_triton = StackedLSTM(inputs, hidden, layer_num).to(CUDA, dtype)
-    with_triton.implementation = "triton"
+    with_triton.implementation = fast.IMPLEMENTATIONS["triton"]
     with_triton.load_state_dict(fused.state_dict())
     x = torch.randn(steps, batch, inputs, dtype=dtype, device=CUDA)
     state = tuple(torch.randn(layer_num, batch, hidden, dtype=dtype, device=CUDA) for _ in range(2))
@@ -160,8 +160,8 @@ def test_cuda_graph_with_triton_trains_like_its_eager_step() -> None:
     """The Triton kernels captured and replayed: the same steps as launched one by one (their numbers against
     the fused loop's are the test above; here the same kernels on both sides, as Adam would amplify rounding)."""
     torch.manual_seed(0)
-    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use("triton").to(CUDA)
-    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use("triton").to(CUDA)
+    eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["triton"]).to(CUDA)
+    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["triton"]).to(CUDA)
     graphed_net.load_state_dict(eager.state_dict())
     batches = [(torch.rand(32, 28, 28, device=CUDA), torch.randint(0, 10, (32,), device=CUDA)) for _ in range(5)]
     graphed = GraphedTraining(graphed_net)
@@ -187,7 +187,7 @@ def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(loop: str, size
     one graph and replayed = the same steps run op by op; the last, smaller batch of an epoch runs op by op, also
     when it comes first (a run resumed just before it): the warm-up then starts again with the full batches."""
     torch.manual_seed(0)
-    nets = [RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(loop).to(CUDA) for _ in range(2)]
+    nets = [RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS[loop]).to(CUDA) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     graphed_net, eager_net = nets
     optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3, fused=True, capturable=True) for net in nets]
@@ -273,7 +273,7 @@ def test_a_run_saved_without_the_whole_step_graph_resumes_with_it(mnist_dir: Pat
 
 def test_dropout_draws_new_masks_at_every_replay() -> None:
     torch.manual_seed(0)
-    net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.5).use("fused").to(CUDA)
+    net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.5).use(fast.IMPLEMENTATIONS["fused"]).to(CUDA)
     graphed = GraphedTraining(net)
     images = torch.rand(16, 28, 28, device=CUDA)
     first, second = graphed(images).detach().clone(), graphed(images).detach().clone()

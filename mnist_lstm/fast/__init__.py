@@ -1,9 +1,8 @@
 """Speed, as a layer of its own: the model's loop made fast, and the training step replayed from CUDA graphs.
 
 Nothing here changes what the model computes: every implementation is tested against the plain loop of
-mnist_lstm/model/lstm.py and against nn.LSTM (outputs and gradients, in float64). Importing this package registers
-its implementations with the model's registry; a run picks one, and a CUDA graph, with its speed setting
-(conf/speed/, `speed_up`), which checkpoints never hold.
+mnist_lstm/model/lstm.py and against nn.LSTM (outputs and gradients, in float64). A run picks one by name from
+IMPLEMENTATIONS, and a CUDA graph, with its speed setting (conf/speed/, `speed_up`), which checkpoints never hold.
 
     fused.py       "fused": FusedLSTMLoop for training (the backward written by hand), the CPU's faster dropout
     inference.py   what "fused" runs without gradients: the loop in the fewest passes over memory
@@ -20,7 +19,7 @@ from torch import Tensor
 
 from mnist_lstm.fast.fused import fused_loop, uniform_dropout
 from mnist_lstm.fast.nvml import skip_the_nvml_check_without_nvml
-from mnist_lstm.model.lstm import IMPLEMENTATIONS, Implementation, State
+from mnist_lstm.model.lstm import PLAIN, Implementation, State
 from mnist_lstm.model.module import RowLSTMModule
 
 
@@ -33,8 +32,12 @@ def triton_loop(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -
     return fused_loop(x, weight, bias, h, c, TritonLSTMLoop)
 
 
-IMPLEMENTATIONS["fused"] = Implementation(fused_loop, uniform_dropout)
-IMPLEMENTATIONS["triton"] = Implementation(triton_loop, uniform_dropout)
+# speed.loop's choices: how the model computes (RowLSTMClassifier.use).
+IMPLEMENTATIONS: dict[str, Implementation] = {
+    "plain": PLAIN,
+    "fused": Implementation(fused_loop, uniform_dropout),
+    "triton": Implementation(triton_loop, uniform_dropout),
+}
 
 
 def module_class(cuda_graph: str) -> type[RowLSTMModule]:
@@ -48,10 +51,10 @@ def module_class(cuda_graph: str) -> type[RowLSTMModule]:
 
 
 def speed_up(module: RowLSTMModule, loop: str, compile: bool = False, device: torch.device | None = None) -> None:
-    """Make `module` compute with the loop `loop` (mnist_lstm/model/lstm.py's registry), compiled if asked; say so
-    where a setting cannot apply on `device`. Also spares every Adam step a failed load of NVML (nvml.py)."""
+    """Make `module` compute with IMPLEMENTATIONS[loop], compiled if asked; say so where a setting cannot apply on
+    `device`. Also spares every Adam step a failed load of NVML (nvml.py)."""
     skip_the_nvml_check_without_nvml()
-    module.net.use(loop)
+    module.net.use(IMPLEMENTATIONS[loop])
     if loop == "triton" and device is not None and device.type != "cuda":
         rank_zero_warn(f"speed.loop=triton applies to CUDA runs only; this run is on the {device.type}")
     if compile:

@@ -5,9 +5,9 @@ looks at the top layer's hidden state after the last row:
 
     lstm_loop          one layer's LSTM over time, written out: the explicit `for t in range(steps)` loop
     LSTMLayer          one layer's weights: its four gates come from one fused weight, laid out like nn.LSTM's
-    Implementation     how a stack computes: the loop each layer runs and the dropout on its outputs; here
-                       `lstm_loop` and `F.dropout`, and mnist_lstm/fast/ registers faster ones that compute
-                       the same (the one seam between this file and the speed work)
+    Implementation     how a stack computes: the loop each layer runs and the dropout on its outputs; PLAIN is
+                       `lstm_loop` and `F.dropout`, and mnist_lstm/fast/ offers faster ones that compute the
+                       same (the one seam between this file and the speed work: an argument, `use`)
     StackedLSTM        layer_num layers, each reading the whole output of the one below, dropout on each output
     TorchStackedLSTM   the same stack on nn.LSTM (cuDNN / oneDNN): the reference our tests compare with
     RowLSTMClassifier  images -> logits, or the logits after every row read
@@ -87,10 +87,11 @@ class Implementation(NamedTuple):
     dropout: Callable[[Tensor, float, bool], Tensor]  # (x, p, training) -> x, as F.dropout
 
 
-# The seam. A stack computes with IMPLEMENTATIONS[its `implementation`]: "plain" is this file's. mnist_lstm/fast/
-# adds faster ones (a loop with its backward written by hand, Triton kernels), each tested against "plain" and
-# nn.LSTM. Which one runs is a setting of the run (conf/speed/), not part of the model: the weights are the same.
-IMPLEMENTATIONS: dict[str, Implementation] = {"plain": Implementation(lstm_loop, F.dropout)}
+# The seam. A stack computes with its `implementation`, this file's PLAIN unless it is handed another
+# (RowLSTMClassifier.use): mnist_lstm/fast/ has faster ones (a loop with its backward written by hand, Triton
+# kernels), each tested against PLAIN and nn.LSTM. Which one runs is a setting of the run (conf/speed/), not part
+# of the model: the weights are the same.
+PLAIN = Implementation(lstm_loop, F.dropout)
 
 
 class StackedLSTM(nn.Module):
@@ -108,12 +109,12 @@ class StackedLSTM(nn.Module):
         self.dropout = dropout
         sizes = [input_size] + [hidden_size] * (layer_num - 1)
         self.layers = nn.ModuleList(LSTMLayer(size, hidden_size, forget_bias) for size in sizes)
-        self.implementation = "plain"
+        self.implementation = PLAIN
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """x (time, batch, input) -> the top layer's outputs (time, batch, hidden), and (h_n, c_n), each
         (layer_num, batch, hidden), like nn.LSTM."""
-        loop, dropout = IMPLEMENTATIONS[self.implementation]
+        loop, dropout = self.implementation
         h_n, c_n = [], []
         for k, layer in enumerate(self.layers):
             x, (h, c) = layer(x, None if state is None else (state[0][k], state[1][k]), loop)
@@ -140,11 +141,11 @@ class TorchStackedLSTM(nn.Module):
         with torch.no_grad():
             for k in range(layer_num):
                 getattr(self.lstm, f"bias_ih_l{k}")[hidden_size : 2 * hidden_size] += forget_bias
-        self.implementation = "plain"  # (only its dropout applies: nn.LSTM has its own loop)
+        self.implementation = PLAIN  # (only its dropout applies: nn.LSTM has its own loop)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         out, (h_n, c_n) = self.lstm(x, state)
-        return IMPLEMENTATIONS[self.implementation].dropout(out, self.dropout, self.training), (h_n, c_n)
+        return self.implementation.dropout(out, self.dropout, self.training), (h_n, c_n)
 
 
 CELLS = {"custom": StackedLSTM, "torch": TorchStackedLSTM}
@@ -175,10 +176,8 @@ class RowLSTMClassifier(nn.Module):
         self.lstm = CELLS[cell](input_size, hidden_size, layer_num, dropout, forget_bias)
         self.classifier = nn.Linear(hidden_size, num_classes)
 
-    def use(self, implementation: str) -> RowLSTMClassifier:
-        """Compute with IMPLEMENTATIONS[implementation] from now on (the faster ones: import mnist_lstm.fast)."""
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"no LSTM implementation {implementation!r}; registered: {sorted(IMPLEMENTATIONS)}")
+    def use(self, implementation: Implementation) -> RowLSTMClassifier:
+        """Compute with `implementation` from now on (PLAIN, or one of mnist_lstm.fast.IMPLEMENTATIONS)."""
         self.lstm.implementation = implementation
         return self
 
