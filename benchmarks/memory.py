@@ -10,25 +10,23 @@ from pathlib import Path
 
 import torch
 
-import mnist_lstm.fast  # noqa: F401  (registers "fused", train.py's default)
 from benchmarks.cnn import TutorialCNN
+from mnist_lstm.fast import IMPLEMENTATIONS
 from mnist_lstm.model.lstm import RowLSTMClassifier
 
 MiB = 2**20
 REPO = Path(__file__).resolve().parents[1]
+# The models compared: name -> (cell, implementation); "cnn" is the tutorial series' CNN.
+MODELS = {"ours": ("custom", "fused"), "nn.LSTM": ("torch", "fused"), "ours-plain": ("custom", "plain"), "cnn": None}
 
 
 def build(name: str, hidden_size: int, layer_num: int) -> torch.nn.Module:
-    """The models compared: ours (train.py's default implementation, "fused", or the model's own "plain" loop), ours
-    on nn.LSTM (with "fused": the dropout on its output in training is ours), the tutorial CNN."""
-    if name == "cnn":
+    if MODELS[name] is None:
         return TutorialCNN()
-    cell, implementation = {
-        "ours": ("custom", "fused"),
-        "ours-plain": ("custom", "plain"),
-        "nn.LSTM": ("torch", "fused"),
-    }[name]
-    return RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num, cell=cell).use(implementation)
+    cell, implementation = MODELS[name]
+    return RowLSTMClassifier(hidden_size=hidden_size, layer_num=layer_num, cell=cell).use(
+        IMPLEMENTATIONS[implementation]
+    )
 
 
 def _rss_bytes(field: str) -> int:

@@ -1,31 +1,24 @@
-"""The suite's results as figures: the training step against nn.LSTM, the 10k inference's memory, and where the
-recipe's seconds go.
-
-    python -m benchmarks.plots benchmarks/results/cpu/results.json  -> training-step.png, inference.png beside it
-    python -m benchmarks.plots benchmarks/results/gpu/recipe.json   -> recipe.png beside it (any recipe rows)
-
-`benchmarks.run` draws the training-step and inference figures (and, on a GPU, the recipe's) after every full run, and
-`benchmarks.e2e` the recipe's after its runs, so the figures are always those of the tables beside them.
-"""
+"""The suite's results as figures, drawn beside its tables by every full run (`draw`): the training step against
+nn.LSTM, the 10,000-image inference's memory, and on a GPU where the recipe's seconds go."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import matplotlib
-from matplotlib.figure import Figure  # (no pyplot: figures drawn straight to files, whatever the backend)
+from matplotlib.figure import Figure  # no pyplot: figures drawn straight to files, whatever the backend
 from matplotlib.ticker import FuncFormatter
 
 TUTORIAL = (256, 2, 128)  # hidden, layers, batch
-GOALS = {"cpu": 1.0, "cuda": 1.2}  # issue 5's training-step goal, as a ratio to nn.LSTM
+# The goals docs/speed.md states: the training step as a ratio to nn.LSTM, the recipe's wall time, the GPU
+# inference's memory.
+GOALS = {"cpu": 1.0, "cuda": 1.2}
 RECIPE_GOAL_S = 15.0
-INFERENCE_GOAL_MIB = {"cuda": 150.0}  # the 10k one-shot inference's memory goal (GPU)
-# What the tutorial (TensorFlow 1.x) reported for the same 10,000 images on its GPU: its LSTM and its CNN.
+INFERENCE_GOAL_MIB = {"cuda": 150.0}
+# What the tutorial (TensorFlow 1.x) reported for the same 10,000 images on its GPU.
 TUTORIAL_GPU_MIB = {"the tutorial's LSTM (as reported)": 725.0, "the tutorial's CNN (as reported)": 8721.0}
-# A recipe run's phases (benchmarks.e2e.phases), which add up to its wall time.
-PHASES = {
+PHASES = {  # a recipe run's phases (benchmarks.e2e.phases), which add up to its wall time
     "startup_s": "start-up (imports, config, model)",
     "trainer_data_s": "Trainer, data loaded",
     "to_first_step_s": "to the first step",
@@ -36,8 +29,6 @@ PHASES = {
     "test_figures_s": "test figures",
     "exit_s": "exit",
 }
-
-
 OURS_COLOURS = ["tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:olive", "tab:cyan", "tab:brown"]
 
 
@@ -46,7 +37,6 @@ def _shape(row: dict) -> tuple[int, int, int]:
 
 
 def _hardware(machine: dict) -> str:
-    """The GPU's name, or the CPU's and its cores."""
     return machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores"
 
 
@@ -159,7 +149,7 @@ def recipe_figure(rows: list[dict], title: str) -> Figure:
     axes.set_xlim(0, max(RECIPE_GOAL_S, *(r["wall_s"] for r in runs)) * 1.25)
     axes.set_xlabel("seconds, start to exit")
     axes.legend(fontsize=8, ncol=5, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    others = [  # the bare loops (training only), and any run that failed (benchmarks.e2e keeps its error)
+    others = [  # the bare loops (training only), and any run that failed
         f"{r['run']}: " + ("failed" if "error" in r else f"{r['steps_per_s']:.0f} steps/s")
         for r in rows
         if "training_s" not in r
@@ -173,30 +163,12 @@ def save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def draw(path: Path, title: str | None = None) -> list[Path]:
-    """The figures of one results file (benchmarks.run's results.json, or recipe rows), written beside it."""
+def draw(path: Path) -> list[Path]:
+    """The figures of benchmarks.run's results.json, written beside it."""
     results = json.loads(path.read_text())
-    if isinstance(results, list):
-        title = title or f"The 2,000-step recipe ({path.name})"
-        return [save(recipe_figure(results, title), path.with_suffix(".png"))]
     written = [save(training_step_figure(results), path.parent / "training-step.png")]
-    if results.get("inference"):
-        written.append(save(inference_figure(results), path.parent / "inference.png"))
+    written.append(save(inference_figure(results), path.parent / "inference.png"))
     if results.get("recipe"):
         title = f"The 2,000-step recipe on {_hardware(results['machine'])}"
         written.append(save(recipe_figure(results["recipe"], title), path.parent / "recipe.png"))
     return written
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, nargs="+", help="results.json of benchmarks.run, or recipe rows")
-    parser.add_argument("--title", help="a recipe figure's title (its rows do not name the machine)")
-    args = parser.parse_args(argv)
-    for path in args.results:
-        for written in draw(path, args.title):
-            print(f"wrote {written}")
-
-
-if __name__ == "__main__":
-    main()

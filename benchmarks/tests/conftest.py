@@ -11,33 +11,23 @@ import pytest
 from mnist_lstm.data import MNIST_FILES, ensure_mnist, raw_dir
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_VARIABLE = "MNIST_LSTM_DATA"  # a folder holding MNIST/raw/*.gz (or the four files themselves)
-
-
-def mnist_raw_folders(environ: dict[str, str], repo: Path) -> list[Path]:
-    """Where the four original MNIST files may be, in the order tried: $MNIST_LSTM_DATA, the clone's data/, and
-    ../shared/data/ beside the checkout (tests/helpers.py's mnist_sources, the project's tests' order)."""
-    folders = []
-    if environ.get(DATA_VARIABLE):
-        named = Path(environ[DATA_VARIABLE]).expanduser()
-        folders.append(named if any((named / name).is_file() for name in MNIST_FILES) else raw_dir(named))
-    return [*folders, raw_dir(repo / "data"), raw_dir(repo.parent / "shared" / "data")]
 
 
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A writable data dir holding copies of the four MNIST files (the first folder of `mnist_raw_folders` that
-    holds all four; else downloaded into the clone's data/, as train.py does). Without them the session stops."""
-    folders = mnist_raw_folders(dict(os.environ), REPO)
+    """A writable data dir holding copies of the four MNIST files, from the first of these that holds them:
+    $MNIST_LSTM_DATA (a folder holding MNIST/raw/), the clone's data/, ../shared/data/ beside the checkout; else
+    downloaded into the clone's data/, as train.py does."""
+    roots = [Path(os.environ["MNIST_LSTM_DATA"]).expanduser()] if os.environ.get("MNIST_LSTM_DATA") else []
+    folders = [raw_dir(root) for root in [*roots, REPO / "data", REPO.parent / "shared" / "data"]]
     source = next((f for f in folders if all((f / name).is_file() for name in MNIST_FILES)), None)
     if source is None:
         try:
             ensure_mnist(REPO / "data", download=True)
-        except Exception as err:  # offline, or a download that failed its checksum
-            tried = ", ".join(map(str, folders))
+        except Exception as err:  # noqa: BLE001  (offline, or a download that failed its checksum)
             pytest.exit(
-                f"the benchmarks' tests need the four MNIST files {', '.join(MNIST_FILES)}; none of {tried} holds "
-                f"them and downloading failed ({err}); set {DATA_VARIABLE}=<a folder holding MNIST/raw/>",
+                f"the benchmarks' tests need MNIST: none of {', '.join(map(str, folders))} holds it and "
+                f"downloading failed ({err}); set MNIST_LSTM_DATA=<a folder holding MNIST/raw/>",
                 returncode=pytest.ExitCode.USAGE_ERROR,
             )
         source = raw_dir(REPO / "data")
