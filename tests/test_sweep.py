@@ -4,26 +4,28 @@ and real sweeps through Hydra's basic, joblib, Optuna and submitit launchers (th
 from __future__ import annotations
 
 import csv
+import itertools
+import math
 import random
 from pathlib import Path
 
 import pytest
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 from mnist_lstm.run.sweep import (
     ERROR_FILE,
     UNFINISHED,
-    JobResult,
     SweepSummary,
-    log_scaled_keys,
+    declared_sweeps,
     plot_metric,
     read_sweep,
     summarize,
     swept_keys,
-    tick_labels_overlap,
 )
 from tests.helpers import compose_train, run_script
 
@@ -64,105 +66,147 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_summary_ranks_best_first_and_lists_failed_jobs(made_up_sweep: Path) -> None:
-    summary = summarize(made_up_sweep, "val/acc_best", "max")
-    assert [p.name for p in summary.paths] == ["summary.csv", "summary.md", "summary.png"]
+    md = summarize(made_up_sweep, "val/acc_best", "max")
+    assert sorted(p.name for p in made_up_sweep.glob("summary.*")) == ["summary.csv", "summary.md", "summary.png"]
 
     rows = read_csv(made_up_sweep / "summary.csv")
-    assert [r["job"] for r in rows[:3]] == ["1", "2", "0"]  # best first
+    assert [r["job"] for r in rows] == ["1", "2", "0", "3", "4"]  # best first, then failed and unfinished
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed", "failed"]
     assert [r["lr"] for r in rows[:3]] == ["0.01", "0.001", "0.0001"] and rows[0]["hidden_size"] == "16"
-    assert rows[0]["val/acc_best"] == "0.9000" and rows[0]["test/acc"] == "0.8800"
+    assert rows[0]["val/acc_best"] == "0.9000" and rows[0]["test/acc"] == "0.8800" and rows[3]["test/acc"] == ""
     assert rows[3]["error"] == "UserError: lr=-1 is out of range" and rows[4]["error"] == UNFINISHED
+    assert rows[0]["error"] == ""
     assert "max_steps" not in rows[0]  # the same in every job: not a column
     assert rows[0]["overrides"] == "lr=0.01 hidden_size=16 max_steps=5"
 
-    md = summary.markdown
     assert md == (made_up_sweep / "summary.md").read_text()
     assert "5 jobs: 3 finished, 2 failed" in md and "Common to all jobs: `max_steps=5`" in md
     assert "| rank | job | lr | hidden_size | val/acc_best | test/acc |" in md
+    assert "| 1 | 1 | 0.01 | 16 | 0.9000 | 0.8800 |" in md
     table = [line for line in md.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [line.split(" | ")[1] for line in table] == ["1", "2", "0"]
+    assert [line.split(" | ")[1] for line in table] == ["1", "2", "0"]  # the finished jobs only
     assert "- job 3 (lr=-1 hidden_size=32): UserError: lr=-1 is out of range" in md
     assert f"- job 4 (lr=0.01 hidden_size=32): {UNFINISHED}" in md
     assert "Best: job 1 (lr=0.01 hidden_size=16): val/acc_best=0.9000" in md
 
-    # The PNG: one 4 x 3.4 inch panel per swept parameter, at 100 dpi.
+    # The PNG: one 4 x 3.4 inch axes per swept parameter, at 100 dpi.
     assert imread(made_up_sweep / "summary.png").shape[:2] == (340, 800)
 
 
 def test_summary_can_rank_on_a_metric_to_minimise(made_up_sweep: Path) -> None:
-    summarize(made_up_sweep, "test/acc", "min")
-    assert [r["job"] for r in read_csv(made_up_sweep / "summary.csv")[:3]] == ["0", "2", "1"]
+    md = summarize(made_up_sweep, "test/acc", "min")
+    rows = read_csv(made_up_sweep / "summary.csv")
+    assert [r["job"] for r in rows[:3]] == ["0", "2", "1"]
+    assert list(rows[0])[3:6] == ["lr", "hidden_size", "test/acc"]  # the ranking metric first
+    assert "Sorted by test/acc (min)" in md and "Best: job 0 (lr=0.0001 hidden_size=16): test/acc=0.4800" in md
+
+
+def test_jobs_with_equal_results_keep_their_order(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for i in range(12):  # job 10 after job 2: numbers, not names, order the jobs
+        make_job(sweep, str(i), {"seed": i}, {"val/acc_best": 0.5 if i % 2 else 0.75})
+    summarize(sweep)
+    evens_then_odds = [str(i) for i in range(0, 12, 2)] + [str(i) for i in range(1, 12, 2)]
+    assert [r["job"] for r in read_csv(sweep / "summary.csv")] == evens_then_odds
 
 
 def test_plot_has_the_metric_against_each_swept_parameter(made_up_sweep: Path) -> None:
-    jobs = read_sweep(made_up_sweep)
-    keys = swept_keys(jobs)
+    sweep = read_sweep(made_up_sweep)
+    keys = swept_keys(sweep)
     assert keys == ["lr", "hidden_size"]
-    figure = plot_metric(jobs, keys, "val/acc_best")
-    lr_axis, hidden_axis = figure.axes[:2]
+    figure = plot_metric(sweep, keys, "val/acc_best")
+    assert len(figure.axes) == 2
+    lr_axis, hidden_axis = figure.axes
     assert (lr_axis.get_xlabel(), hidden_axis.get_xlabel()) == ("lr (log scale)", "hidden_size")
+    assert lr_axis.get_ylabel() == hidden_axis.get_ylabel() == "val/acc_best"
     assert lr_axis.get_xscale() == "log" and hidden_axis.get_xscale() == "linear"  # lr spans two decades
     points = lr_axis.collections[0].get_offsets()  # the finished jobs only
     assert sorted(map(tuple, points.tolist())) == [(1e-4, 0.5), (1e-3, 0.7), (1e-2, 0.9)]
     assert lr_axis.collections[1].get_offsets().tolist() == [[1e-2, 0.9]]  # the best, starred
+    title = "val/acc_best of the finished jobs (best: job 1, the star)\nnot shown: 2 failed or unfinished"
+    assert figure.get_suptitle() == title
+
+    lowest = plot_metric(sweep, keys, "val/acc_best", mode="min")
+    assert lowest.axes[0].collections[1].get_offsets().tolist() == [[1e-4, 0.5]]
 
 
-def optuna_like_jobs(n: int, seed: int = 0) -> list[JobResult]:
+def optuna_like_sweep(sweep: Path, n: int, seed: int = 0) -> Path:
     """`n` finished jobs as Optuna's TPE gives them: lr drawn on a log scale within one decade and a half, hidden
-    sizes from a choice, dropout from an interval."""
+    sizes from a choice, dropout from an interval, and the data folder as a long path."""
     generator = random.Random(seed)
-    jobs = []
     for k in range(n):
         overrides = {
             "lr": f"{10 ** generator.uniform(-3.6, -2.1):.6g}",
-            "hidden_size": str(generator.choice([64, 128, 256])),
+            "hidden_size": generator.choice([64, 128, 256]),
             "dropout": f"{generator.uniform(0.0, 0.6):.4g}",
+            "data.data_dir": f"/home/someone/experiments/mnist-lstm/data/copy{k % 3}",
         }
-        jobs.append(JobResult(str(k), overrides, {"val/acc_best": generator.uniform(0.9, 0.99)}))
-    return jobs
+        make_job(sweep, str(k), overrides, {"val/acc_best": generator.uniform(0.9, 0.99)})
+    return sweep
 
 
-@pytest.mark.parametrize("n", [3, 50])
-def test_the_plot_is_readable_for_a_few_jobs_and_for_many(n: int) -> None:
-    """A key searched on a log scale gets a log axis though its values span less than two decades, and no two
-    tick labels overlap, with 3 jobs (each value a tick) or 50 (a few round ticks)."""
-    jobs = optuna_like_jobs(n)
-    figure = plot_metric(jobs, ["lr", "hidden_size", "dropout"], "val/acc_best", log_scaled={"lr"})
-    lr_axis, hidden_axis, dropout_axis = figure.axes[:3]
+def overlapping_tick_labels(figure: Figure) -> list[tuple[str, str]]:
+    """The pairs of x tick labels of one axes that overlap as drawn. Labels slanted alike (right-aligned to their
+    ticks) lie in parallel strips, apart by their ticks' distance times the sine of the slant: they overlap if that
+    is less than a line of text, though their upright bounding boxes may overlap without them touching."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    pairs = []
+    for ax in figure.axes:
+        labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        boxes = {t: t.get_window_extent(canvas.get_renderer()) for t in labels}
+        for a, b in itertools.combinations(labels, 2):
+            apart = abs(boxes[a].x1 - boxes[b].x1) * math.sin(math.radians(a.get_rotation()))
+            if boxes[a].overlaps(boxes[b]) and apart < 1.2 * a.get_size() * figure.dpi / 72:
+                pairs.append((a.get_text(), b.get_text()))
+    return pairs
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_the_plot_is_readable_for_a_few_jobs_and_for_many(tmp_path: Path, n: int) -> None:
+    """One labelled axes per swept parameter; a key searched on a log scale gets a log axis though its values span
+    less than two decades; a few ticks on each axis, a grid's own values as ticks, and no two labels overlapping,
+    with 3 jobs or 40."""
+    sweep = read_sweep(optuna_like_sweep(tmp_path / "sweep", n))
+    keys = swept_keys(sweep)
+    assert keys == ["lr", "hidden_size", "dropout", "data.data_dir"]
+    figure = plot_metric(sweep, keys, "val/acc_best", log_scaled={"lr"})
+    assert [ax.get_xlabel() for ax in figure.axes] == ["lr (log scale)", "hidden_size", "dropout", "data.data_dir"]
+    assert all(ax.get_ylabel() == "val/acc_best" for ax in figure.axes)
+    lr_axis, hidden_axis, dropout_axis, data_axis = figure.axes
     assert lr_axis.get_xscale() == "log" and dropout_axis.get_xscale() == "linear"
-    assert not tick_labels_overlap(figure)
+    assert overlapping_tick_labels(figure) == []
     for axis in (lr_axis, dropout_axis):
-        ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
-        assert 2 <= len(ticks) <= 7, (axis.get_xlabel(), ticks)
-    assert sorted(float(t.get_text()) for t in hidden_axis.get_xticklabels()) == sorted(
-        {float(job.overrides["hidden_size"]) for job in jobs}
-    )
+        low, high = axis.get_xlim()
+        ticks = [t for t in axis.get_xticks() if low <= t <= high]
+        assert 2 <= len(ticks) <= 8, (axis.get_xlabel(), ticks)
+    hidden_sizes = {int(size) for size in sweep.overrides["hidden_size"]}
+    assert {int(t.get_text()) for t in hidden_axis.get_xticklabels()} == hidden_sizes
+    paths = {t.get_text() for t in data_axis.get_xticklabels()}  # long: cut to the end that tells them apart
+    assert {path[-5:] for path in paths} == {"copy0", "copy1", "copy2"} and all(len(path) <= 24 for path in paths)
 
 
 def test_a_sweep_remembers_which_keys_it_searched_on_a_log_scale(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    (sweep / "0" / ".hydra").mkdir(parents=True)
-    OmegaConf.save(
-        OmegaConf.create(
-            {"hydra": {"sweeper": {"params": {"lr": "tag(log, interval(1e-4, 1e-2))", "dropout": "interval(0, 0.5)"}}}}
-        ),
-        sweep / "0" / ".hydra" / "hydra.yaml",
-    )
-    assert log_scaled_keys(sweep) == {"lr"}
+    make_job(sweep, "0", {"lr": 0.002, "dropout": 0.1}, {"val/acc_best": 0.5})
+    params = {"lr": "tag(log, interval(1e-4, 1e-2))", "dropout": "interval(0, 0.5)"}
+    OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": params}}}), sweep / "0" / ".hydra" / "hydra.yaml")
+    assert declared_sweeps(sweep) == {"lr": True, "dropout": False}
 
 
 def test_a_single_swept_value_is_still_a_column_when_declared(tmp_path: Path) -> None:
-    """`-m layer_num=2 seed=1,2`: keys swept on the command line (multirun.yaml) are columns even if equal."""
+    """Keys swept on the command line (multirun.yaml) or by the sweeper's params are columns even if equal."""
     sweep = tmp_path / "sweep"
     for i, seed in enumerate([1, 2]):
         make_job(sweep, str(i), {"layer_num": 2, "seed": seed}, {"val/acc_best": 0.5 + i / 10})
     multirun = {"hydra": {"overrides": {"task": ["layer_num=2", "seed=1,2"]}, "sweeper": {"params": None}}}
     OmegaConf.save(OmegaConf.create(multirun), sweep / "multirun.yaml")
-    assert swept_keys(read_sweep(sweep)) == ["seed"]
+    assert swept_keys(read_sweep(sweep), declared_sweeps(sweep)) == ["seed"]
+    assert "| rank | job | seed |" in summarize(sweep)
     multirun["hydra"]["sweeper"]["params"] = {"layer_num": "2,3"}
     OmegaConf.save(OmegaConf.create(multirun), sweep / "multirun.yaml")
-    assert "| rank | job | layer_num | seed |" in summarize(sweep).markdown
+    assert "| rank | job | layer_num | seed |" in summarize(sweep)
 
 
 def test_summarize_sweep_script_rebuilds_the_summary(made_up_sweep: Path, tmp_path: Path) -> None:
