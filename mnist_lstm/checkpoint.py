@@ -1,9 +1,8 @@
 """Reading a checkpoint safely, and rebuilding the model it holds from its own hyper_parameters.
 
-A `.ckpt` is a pickle, and unpickling can run any code the file asks for. Checkpoints written by
-scripts/train.py hold only tensors and plain values (dicts, lists, numbers, strings), which is exactly
-what torch's weights-only unpickler accepts, so nothing else is allowed: a file that asks for any
-other global (e.g. `os.system`) is refused before anything in it runs.
+A `.ckpt` is a pickle, and unpickling can run any code the file asks for. Ours hold only tensors and plain
+values, exactly what torch's weights-only unpickler accepts: a file that asks for anything else (e.g.
+`os.system`) is refused before anything in it runs.
 """
 
 from __future__ import annotations
@@ -98,11 +97,9 @@ def device_named(name: str) -> torch.device:
 
 
 def load_model(path: str | Path | None, device: str = "cpu", loop: str = "fused") -> RowLSTMModule:
-    """The RowLSTMModule a checkpoint holds, in eval mode on `device` (see device_named), built from the
-    checkpoint's own hyper_parameters: a model trained with `layer_num=3 hidden_size=64` needs no overrides.
-    It computes with `loop` (mnist_lstm/fast/; "plain": the model's own loop). Checkpoints of earlier versions
-    also hold the speed switches they were trained with (fused, compile, cuda_graph, triton): not arguments of
-    the model, left out."""
+    """The RowLSTMModule a checkpoint holds, built from its own hyper_parameters, in eval mode on `device`,
+    computing with `loop` (mnist_lstm/fast/). Saved values that are not the model's arguments (the speed
+    switches older checkpoints hold: fused, compile, cuda_graph, triton) are left out, so those still load."""
     checkpoint = load_checkpoint(path)
     path = Path(str(path)).expanduser()
     accepted = inspect.signature(RowLSTMModule).parameters

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mnist_lstm.cli.main import reports_user_errors
+from mnist_lstm.cli import reports_user_errors
 from mnist_lstm.errors import UserError
 from mnist_lstm.run.sweep import read_sweep, summarize
 

@@ -289,7 +289,7 @@ def test_the_newest_runs_best_checkpoint_is_found(tmp_path: Path) -> None:
 
 def test_the_servers_connections_send_answers_at_once() -> None:
     """asyncio turns Nagle's algorithm off only on connections of a socket that names TCP: without it, every answer
-    after a connection's first waited ~40 ms for the client's delayed ACK (benchmarks/demo_latency.py)."""
+    after a connection's first waited ~40 ms for the client's delayed ACK (measured: docs/demo.md, Speed)."""
     with listen("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
 
@@ -546,7 +546,7 @@ def trained_ckpt(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return newest_best_checkpoint(run_dir.parent)
 
 
-@pytest.mark.slow
+@pytest.mark.recipe
 def test_a_trained_model_reads_a_drawn_one_and_seven(
     browser: object, trained_ckpt: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:

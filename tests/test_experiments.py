@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra.utils import instantiate
 
+from mnist_lstm.run.train import build_model
 from tests.helpers import compose_train, run_script
 
 
@@ -18,7 +18,7 @@ def test_tutorial_experiment_is_exactly_the_tutorials_recipe() -> None:
     assert cfg.model.forget_bias == 1.0 and cfg.model.cell == "custom"
     assert cfg.model.scheduler is None and cfg.trainer.gradient_clip_val is None
     assert cfg.data.val_size == 5000 and cfg.trainer.precision == "32-true"
-    module = instantiate(cfg.model)
+    module = build_model(cfg)
     optimizer = module.optimizer_factory(module.parameters())
     assert type(optimizer).__name__ == "Adam"
     group = optimizer.param_groups[0]
@@ -31,7 +31,7 @@ def test_improved_experiment_keeps_the_budget_and_model_family() -> None:
     cfg = compose_train("experiment=improved")
     assert (cfg.batch_size, cfg.max_steps, cfg.model.cell) == (128, 2000, "custom")
     assert cfg.data.val_size == 5000  # no extra data: the same 55,000 training images
-    module = instantiate(cfg.model)
+    module = build_model(cfg)
     optimizer = module.optimizer_factory(module.parameters())
     scheduler = module.scheduler_factory(optimizer)
     assert scheduler.total_steps == cfg.max_steps  # the schedule ends exactly with the budget
@@ -78,7 +78,7 @@ def test_each_ablation_changes_one_thing(variant: str, changes: dict) -> None:
     assert (cfg.batch_size, cfg.max_steps, cfg.hidden_size, cfg.layer_num) == (128, 2000, 256, 2)
 
 
-@pytest.mark.slow
+@pytest.mark.recipe
 def test_best_recipe_reaches_99_1_percent(mnist_dir: Path, tmp_path: Path) -> None:
     """The full 2,000-step best recipe on one seed (about 10 minutes on 2 CPU cores): docs/results.md."""
     run_dir = tmp_path / "run"
@@ -90,7 +90,7 @@ def test_best_recipe_reaches_99_1_percent(mnist_dir: Path, tmp_path: Path) -> No
     assert metrics["test/acc"] >= 0.991, metrics
 
 
-@pytest.mark.slow
+@pytest.mark.recipe
 def test_improved_recipe_reaches_98_8_percent(mnist_dir: Path, tmp_path: Path) -> None:
     """The full 2,000-step improved recipe on one seed (about 10 minutes on 2 CPU cores)."""
     run_dir = tmp_path / "run"

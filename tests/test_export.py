@@ -64,6 +64,7 @@ def test_onnxruntime_answers_as_pytorch_on_the_official_test_set(exported: tuple
     assert (runtime.per_row_logits(images[:1000]) - expected_rows).abs().max() <= 1e-4
 
 
+@pytest.mark.slow  # (CI runs it; the default run stays a few minutes)
 def test_predict_and_eval_give_the_same_answers_from_the_export(
     exported: tuple[Path, Path], mnist_dir: Path, tmp_path: Path
 ) -> None:
@@ -95,6 +96,7 @@ def foreign_onnx(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # (CI runs it)
 def test_bad_inputs_are_one_line_and_nothing_is_half_written(exported: tuple[Path, Path], tmp_path: Path) -> None:
     ckpt, onnx_file = exported
     text = tmp_path / "notes.ckpt"

@@ -118,7 +118,9 @@ RESUMED_AT_THE_LAST_BATCH = [20, 32, 32, 32, 20, 32]
 def test_cuda_graph_trains_exactly_like_the_eager_step(sizes: list[int]) -> None:
     torch.manual_seed(0)
     eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["fused"]).to(CUDA)
-    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["fused"]).to(CUDA)
+    graphed_net = (
+        RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["fused"]).to(CUDA)
+    )
     graphed_net.load_state_dict(eager.state_dict())
     batches = [(torch.rand(n, 28, 28, device=CUDA), torch.randint(0, 10, (n,), device=CUDA)) for n in sizes]
     graphed = GraphedTraining(graphed_net)
@@ -161,7 +163,9 @@ def test_cuda_graph_with_triton_trains_like_its_eager_step() -> None:
     the fused loop's are the test above; here the same kernels on both sides, as Adam would amplify rounding)."""
     torch.manual_seed(0)
     eager = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["triton"]).to(CUDA)
-    graphed_net = RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["triton"]).to(CUDA)
+    graphed_net = (
+        RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS["triton"]).to(CUDA)
+    )
     graphed_net.load_state_dict(eager.state_dict())
     batches = [(torch.rand(32, 28, 28, device=CUDA), torch.randint(0, 10, (32,), device=CUDA)) for _ in range(5)]
     graphed = GraphedTraining(graphed_net)
@@ -187,7 +191,10 @@ def test_whole_step_in_one_cuda_graph_trains_like_its_eager_twin(loop: str, size
     one graph and replayed = the same steps run op by op; the last, smaller batch of an epoch runs op by op, also
     when it comes first (a run resumed just before it): the warm-up then starts again with the full batches."""
     torch.manual_seed(0)
-    nets = [RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS[loop]).to(CUDA) for _ in range(2)]
+    nets = [
+        RowLSTMClassifier(hidden_size=64, layer_num=2, dropout=0.0).use(fast.IMPLEMENTATIONS[loop]).to(CUDA)
+        for _ in range(2)
+    ]
     nets[1].load_state_dict(nets[0].state_dict())
     graphed_net, eager_net = nets
     optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3, fused=True, capturable=True) for net in nets]

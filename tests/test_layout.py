@@ -109,3 +109,15 @@ def test_the_model_file_is_the_plain_model_only() -> None:
         assert word not in source, word
     assert not re.search(r"[(,]\s*out=", source)  # no preallocated buffers written in place: plain ops
     assert "for t in range(steps)" in source
+
+
+def test_no_private_api_of_a_library() -> None:
+    """A library's private modules and attributes (`hydra._internal`, `trainer._x`, `JobReturn._return_value`)
+    change without notice: the project imports and touches only their public API."""
+    library = r"\b(?:hydra|lightning|torch|omegaconf|torchmetrics)(?:\.\w+)*\._(?!_)\w"  # (not __version__)
+    private = re.compile(library + r"|\._(?:trainer|return_value)\b")
+    for root in ("mnist_lstm", "scripts", "benchmarks"):
+        for path in (REPO / root).rglob("*.py"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#")[0]  # (a comment may name what it avoids)
+                assert not private.search(code), f"{path.relative_to(REPO)}:{number}: {line.strip()}"

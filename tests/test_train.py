@@ -87,8 +87,8 @@ def test_run_says_where_it_writes_and_how_to_watch(tiny_run: tuple[Path, str]) -
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("layer_num=0", "error: layer_num=0 is out of range: layer_num must be an integer >= 1"),
-        ("dropout=1.5", "error: dropout=1.5 is out of range: dropout must be a number in [0, 1)"),
+        ("layer_num=0", "error: layer_num=0 is out of range: layer_num must be greater than or equal to 1"),
+        ("dropout=1.5", "error: dropout=1.5 is out of range: dropout must be less than 1"),
         ("hidden_size=abc", "error: invalid value hidden_size='abc'"),
     ],
 )

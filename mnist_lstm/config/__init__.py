@@ -1,5 +1,5 @@
-"""The configuration: every knob declared once (schema.py), the checks derived from it (checks.py), the YAML
-files' resolvers (resolvers.py) and the keys earlier versions spelled otherwise (renamed.py). Importing this
-package registers the schemas and the resolvers with Hydra."""
+"""The configuration: every key a user sets declared once (schema.py), the YAML files' resolvers (resolvers.py)
+and the keys earlier versions spelled otherwise (renamed.py). Importing this package registers the resolvers with
+OmegaConf, which the YAML files need before Hydra composes them."""
 
-from mnist_lstm.config import resolvers, schema  # noqa: F401  (registered on import)
+from mnist_lstm.config import resolvers  # noqa: F401  (registered on import)

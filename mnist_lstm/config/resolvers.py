@@ -20,7 +20,6 @@ def sweep_run_name() -> str:
 
 
 RESOLVERS = {
-    "min": lambda *values: min(values),  # `${min:a,b}`: e.g. validate at least once in a short run
     "sweep_run_name": sweep_run_name,
 }
 for _name, _resolver in RESOLVERS.items():

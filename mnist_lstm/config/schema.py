@@ -1,290 +1,262 @@
-"""Every user-facing key of the scripts' configs, declared once: its type, its range and what it does.
+"""Every key a user sets, declared once: its type, its range and what it does (pydantic models).
 
-These dataclasses are Hydra structured configs: each script's YAML (conf/train.yaml...) starts its defaults list
-with its schema (`train_schema`...), so OmegaConf refuses a value of the wrong type and a key that does not exist
-while the config is composed, and the values themselves stay in the YAML files. What a type cannot say (a range,
-a set of choices) is each field's `knob(...)` metadata, which `mnist_lstm.config.checks` reads: the one-line
-refusals, the did-you-mean, TensorBoard's hparams and the resume check all come from here.
+The values live in the YAML files (conf/train.yaml...): Hydra composes them, refusing a key that does not exist,
+and `validate` checks the composed config against its script's model here: a value of the wrong type, out of its
+range or not among its choices ends in one line that names the key. The objects the config builds (the Trainer,
+callbacks, loggers, the optimiser) check their own arguments when the dry run builds them (mnist_lstm/run/dry_run.py).
 
-Groups without a schema of their own here (trainer, callbacks, logger, and the optimiser and scheduler partials)
-hold objects built by `hydra.utils.instantiate`, whose own signatures check them.
+`hparam=True` marks what TensorBoard's HPARAMS tab compares runs by; `architecture=True` what a checkpoint is (a
+resumed run must match it).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+import difflib
+from collections.abc import Iterable
+from typing import Any, Literal
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mnist_lstm.errors import UserError
 
-def limits(
-    *,
-    at_least: float | None = None,
-    above: float | None = None,
-    below: float | None = None,
-    at_most: float | None = None,
-    choices: tuple[Any, ...] | None = None,
-    example: str | None = None,
-) -> dict[str, Any]:
-    """What a value must be beyond its type: its range or its choices (numbers must also be finite)."""
-    return {"at_least": at_least, "above": above, "below": below, "at_most": at_most, "choices": choices,
-            "example": example}  # fmt: skip
+Device = str  # auto (CUDA when present, else the CPU), cpu, cuda or cuda:<index>: torch.device reads it
 
 
-def knob(help: str, *, hparam: bool = False, architecture: bool = False, **limit: Any) -> Any:
-    """A schema field (its value comes from the YAML files): what it is for, and what it accepts (`limits`).
-
-    `hparam`: logged to TensorBoard's HPARAMS tab. `architecture`: part of what a checkpoint is (a resumed run
-    must match it).
-    """
-    return field(default=MISSING, metadata={"help": help, "hparam": hparam, "architecture": architecture,
-                                            **limits(**limit)})  # fmt: skip
+def knob(help: str, *, hparam: bool = False, architecture: bool = False, example: str | None = None, **limits: Any):
+    """A required field (its value comes from the YAML) with its help, and its range as pydantic's ge/gt/lt/le."""
+    extra = {"hparam": hparam, "architecture": architecture, "example": example}
+    return Field(description=help, json_schema_extra=extra, **limits)
 
 
-def named_objects(help: str) -> Any:
-    """A mapping of objects by name, which may be empty."""
-    return field(default_factory=dict, metadata={"help": help, "hparam": False, "architecture": False, **limits()})
+class Schema(BaseModel):
+    # strict: a YAML or command-line value is already typed (1 is an int, 1.0 a float, true a bool), so nothing is
+    # coerced; forbid: a key no field declares is a typo.
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
-def group(node: type) -> Any:
-    return field(default_factory=node)
-
-
-@dataclass
-class PathsConfig:
-    data_dir: str = knob(
-        "where MNIST/raw/ is (downloaded there when missing and online); relative to the directory you run from"
-    )
+class Paths(Schema):
+    data_dir: str = knob("where MNIST/raw/ is (downloaded there when missing and online); relative to where you run")
     log_dir: str = knob("where runs write their directories (logs/<task_name>/runs/<date>_<time>)")
     output_dir: str = knob("this run's own directory (set by Hydra)")
 
 
-@dataclass
-class DataConfig:
-    _target_: str = "mnist_lstm.data.MNISTDataModule"
+class Data(Schema):
+    target: str = Field(alias="_target_")
     data_dir: str = knob("the folder holding MNIST/raw/*.gz (downloaded there when missing and online)")
-    batch_size: int = knob("training batch", at_least=1, example="data.batch_size=128")
-    eval_batch_size: int = knob("validation and test batch (no sample is ever dropped)", at_least=1)
-    val_size: int = knob("validation images taken from the 60,000 official training images", at_least=1, below=60_000)
-    split_seed: int = knob("seeds the train/validation split (fixed: the same split for every run)", at_least=0)
+    eval_batch_size: int = knob("validation and test batch (no sample is ever dropped)", ge=1)
+    val_size: int = knob("validation images taken from the 60,000 official training images", ge=1, lt=60_000)
+    split_seed: int = knob("seeds the train/validation split (fixed: the same split for every run)", ge=0)
     download: bool = knob("download MNIST when it is missing")
-    num_workers: int = knob("DataLoader worker processes (the data is already in memory as tensors)", at_least=0)
+    num_workers: int = knob("DataLoader worker processes (the data is already in memory as tensors)", ge=0)
     pin_memory: bool = knob("DataLoader pin_memory")
-    shift: int = knob(
-        "augmentation: each training image moved by up to this many pixels each way (0: none)",
-        at_least=0,
-        at_most=8,
-        example="data.shift=2",
-    )
-    rotate: float = knob(
-        "augmentation: each training image rotated by up to this many degrees each way (0: none)",
-        at_least=0.0,
-        at_most=45.0,
-        example="data.rotate=10",
-    )
-    elastic: float = knob(
-        "augmentation: each training image distorted elastically, pixels moved by this many pixels (std; 0: none)",
-        at_least=0.0,
-        at_most=4.0,
-        example="data.elastic=1.0",
-    )
-    on_device: bool | None = knob(
-        "keep all of MNIST on the GPU and gather batches there (null: when the run is on a GPU)"
-    )
+    shift: int = knob("augmentation: each training image moved by up to this many pixels each way", ge=0, le=8)
+    rotate: float = knob("augmentation: each training image rotated by up to this many degrees", ge=0, le=45)
+    elastic: float = knob("augmentation: elastic distortion, pixels moved by this many pixels (std)", ge=0, le=4)
+    on_device: bool | None = knob("keep all of MNIST on the GPU and gather batches there (null: on a GPU run)")
 
 
-@dataclass
-class ModelConfig:
-    _target_: str = "mnist_lstm.model.module.RowLSTMModule"
-    layer_num: int = knob("stacked LSTM layers", at_least=1, architecture=True)
-    hidden_size: int = knob("units per layer", at_least=1, architecture=True)
-    dropout: float = knob("dropout on every layer's output in training", at_least=0.0, below=1.0)
+class Model(Schema):
+    target: str = Field(alias="_target_")
     forget_bias: float = knob(
-        "added to the forget gate's pre-activation (TensorFlow's BasicLSTMCell)",
-        example="model.forget_bias=1.0",
-        hparam=True,
-        architecture=True,
+        "added to the forget gate's pre-activation (TensorFlow's BasicLSTMCell)", hparam=True, architecture=True
     )
-    cell: str = knob(
+    cell: Literal["custom", "torch"] = knob(
         "custom: our explicitly unrolled LSTM; torch: nn.LSTM (cuDNN / oneDNN), the reference",
-        choices=("custom", "torch"),
         hparam=True,
         architecture=True,
     )
-    label_smoothing: float = knob(
-        "training targets of 1 - s on the label and s / 10 elsewhere (validation and test: the plain loss)",
-        at_least=0.0,
-        below=1.0,
-        example="model.label_smoothing=0.1",
+    label_smoothing: float = knob("training targets of 1 - s on the label, s / 10 elsewhere", ge=0, lt=1)
+    recurrent_init: Literal["uniform", "orthogonal"] = knob(
+        "uniform: nn.LSTM's initialisation; orthogonal: each gate's recurrent weight an orthogonal matrix"
     )
-    recurrent_init: str = knob(
-        "uniform: nn.LSTM's initialisation; orthogonal: each gate's recurrent weight an orthogonal matrix",
-        choices=("uniform", "orthogonal"),
-    )
-    optimizer: Any = knob("the optimiser, a partial completed with the parameters (torch.optim.Adam by default)")
-    scheduler: Any = knob("a learning-rate schedule stepped every step, a partial (e.g. OneCycleLR), or null")
+    optimizer: dict[str, Any] = knob("the optimiser, a partial completed with the parameters (torch.optim.Adam)")
+    scheduler: dict[str, Any] | None = knob("a learning-rate schedule stepped every step, a partial, or null")
 
 
-@dataclass
-class SpeedConfig:
+class Speed(Schema):
     """How fast the run computes, never what: each choice computes the same model (mnist_lstm/fast/)."""
 
-    loop: str = knob(
-        "plain: the model's loop, differentiated op by op by autograd; fused: the same with its backward written "
-        "out (and a no-gradient loop for evaluation); triton: fused, each timestep's elementwise work as one "
-        "Triton kernel on a GPU",
-        choices=("plain", "fused", "triton"),
+    loop: Literal["plain", "fused", "triton"] = knob(
+        "plain: the model's loop, differentiated by autograd; fused: its backward written out; triton: fused, "
+        "each timestep's elementwise work as one Triton kernel on a GPU"
     )
     compile: bool = knob("torch.compile the LSTM (the plain loop, which the compiler fuses)")
-    cuda_graph: str = knob(
-        "one GPU: none; forward_backward: replay the training forward and backward from a CUDA graph; "
-        "whole_step: the whole step, optimiser included (no gradient accumulation or scheduler)",
-        choices=("none", "forward_backward", "whole_step"),
+    cuda_graph: Literal["none", "forward_backward", "whole_step"] = knob(
+        "one GPU: replay the training forward and backward (or the whole step) from a CUDA graph"
     )
 
 
-@dataclass
-class TrainConfig:
-    layer_num: int = knob("stacked LSTM layers", at_least=1, example="layer_num=2", hparam=True)
-    hidden_size: int = knob("units per layer", at_least=1, example="hidden_size=256", hparam=True)
-    dropout: float = knob(
-        "dropout on every layer's output in training (the tutorial's 1 - keep_prob)",
-        at_least=0.0,
-        below=1.0,
-        example="dropout=0.5",
-        hparam=True,
-    )
-    lr: float = knob("the optimiser's learning rate (a schedule's peak)", above=0.0, example="lr=1e-3", hparam=True)
-    batch_size: int = knob("training batch", at_least=1, example="batch_size=128", hparam=True)
-    max_steps: int = knob("optimiser steps", at_least=1, example="max_steps=2000", hparam=True)
-    val_every: int = knob(
-        "validate every this many steps (and at the end of a shorter run)", at_least=1, example="val_every=500"
-    )
-    seed: int = knob("seeds torch, numpy and Python", at_least=0, below=2**32, example="seed=42", hparam=True)
+class Train(Schema):
+    layer_num: int = knob("stacked LSTM layers", ge=1, example="layer_num=3", hparam=True, architecture=True)
+    hidden_size: int = knob("units per layer", ge=1, example="hidden_size=128", hparam=True, architecture=True)
+    dropout: float = knob("dropout on every layer's output in training", ge=0, lt=1, example="dropout=0.5", hparam=True)
+    lr: float = knob("the optimiser's learning rate (a schedule's peak)", gt=0, example="lr=1e-3", hparam=True)
+    batch_size: int = knob("training batch", ge=1, example="batch_size=128", hparam=True)
+    max_steps: int = knob("optimiser steps", ge=1, example="max_steps=2000", hparam=True)
+    val_every: int = knob("validate every this many steps (and at the end)", ge=1, example="val_every=500")
+    seed: int = knob("seeds torch, numpy and Python", ge=0, lt=2**32, example="seed=42", hparam=True)
     test: bool = knob("after training, test the best checkpoint on the official 10,000 test images")
     ckpt_path: str | None = knob("a checkpoint to resume (<run>/checkpoints/last.ckpt continues that run)")
     optimized_metric: str = knob("the metric train.py returns, which sweepers optimise")
     task_name: str = knob("names the folder of the runs: logs/<task_name>/")
-    data: DataConfig = group(DataConfig)
-    model: ModelConfig = group(ModelConfig)
-    speed: SpeedConfig = group(SpeedConfig)
-    paths: PathsConfig = group(PathsConfig)
-    trainer: Any = knob("lightning.pytorch.Trainer's arguments (conf/trainer/)")
-    callbacks: Any = named_objects("Lightning callbacks by name (conf/callbacks/; callbacks=[]: none)")
-    logger: Any = named_objects("Lightning loggers by name (conf/logger/; logger=[]: none)")
+    data: Data
+    model: Model
+    speed: Speed
+    paths: Paths
+    trainer: dict[str, Any] = knob("lightning.pytorch.Trainer's arguments (conf/trainer/)")
+    callbacks: dict[str, Any] | None = knob("Lightning callbacks by name (conf/callbacks/; callbacks=[]: none)")
+    logger: dict[str, Any] | None = knob("Lightning loggers by name (conf/logger/; logger=[]: none)")
 
 
-@dataclass
-class EvalConfig:
+class Eval(Schema):
     ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (this or onnx)")
     onnx: str | None = knob("a .onnx written by scripts/export.py (this or ckpt_path)")
     out: str | None = knob("the folder for the JSON and the PNG; null: <run dir of the checkpoint>/eval")
-    device: str = knob("auto (cuda when present, else cpu), cpu, cuda or cuda:<index>")
-    data: DataConfig = group(DataConfig)
-    paths: PathsConfig = group(PathsConfig)
+    device: Device = knob("auto, cpu, cuda or cuda:<index>")
+    data: Data
+    paths: Paths
 
 
-@dataclass
-class PredictConfig:
+class Predict(Schema):
     ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (this or onnx)")
     onnx: str | None = knob("a .onnx written by scripts/export.py (this or ckpt_path)")
     image: str | None = knob("the picture of one digit, PNG or JPEG (required)")
     explain: bool = knob("also write the figure of how the model reads the (converted) image, row by row")
     out: str | None = knob("where explain=true writes its PNG; null: <image folder>/<image name>_reading.png")
-    dpi: int = knob("the figure's resolution", at_least=10, at_most=1000, example="dpi=100")
-    device: str = knob("auto (cuda when present, else cpu), cpu, cuda or cuda:<index>")
+    dpi: int = knob("the figure's resolution", ge=10, le=1000, example="dpi=100")
+    device: Device = knob("auto, cpu, cuda or cuda:<index>")
 
 
-@dataclass
-class VisualizeConfig:
+class Visualize(Schema):
     ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (required)")
-    split: str = knob("test or train: the official 10,000 test or 60,000 training images", choices=("test", "train"))
-    index: Any = knob("an index into the split, or a list of them: index=[4,7,11]")
-    wrong: int = knob("N > 0: instead of index, the N digits the model gets wrong most confidently", at_least=0)
+    split: Literal["test", "train"] = knob("the official 10,000 test or 60,000 training images")
+    index: int | list[int] = knob("an index into the split, or a list of them: index=[4,7,11]")
+    wrong: int = knob("N > 0: instead of index, the N digits the model gets wrong most confidently", ge=0)
     out: str | None = knob("the folder for the PNGs; null: <run dir of the checkpoint>/figures")
-    dpi: int = knob("the figures' resolution", at_least=10, at_most=1000, example="dpi=100")
-    device: str = knob("auto (cuda when present, else cpu), cpu, cuda or cuda:<index>")
-    data: DataConfig = group(DataConfig)
-    paths: PathsConfig = group(PathsConfig)
+    dpi: int = knob("the figures' resolution", ge=10, le=1000, example="dpi=100")
+    device: Device = knob("auto, cpu, cuda or cuda:<index>")
+    data: Data
+    paths: Paths
 
 
-@dataclass
-class ExportConfig:
+class Export(Schema):
     ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (required)")
     out: str | None = knob("the folder for the .onnx and .json; null: <run dir of the checkpoint>/export")
     per_row: bool = knob("also answer the logits after every row (batch, 28, 10)")
     overwrite: bool = knob("replace existing files")
 
 
-@dataclass
-class DemoConfig:
+class Demo(Schema):
     ckpt_path: str | None = knob("a .ckpt written by scripts/train.py; null: the newest run's best under log_dir")
     onnx: str | None = knob("a .onnx written by scripts/export.py with per_row=true (instead of ckpt_path)")
     host: str = knob("the address to serve on: 127.0.0.1 this machine only, 0.0.0.0 every network")
-    port: int = knob("the port to serve on (0: any free one)", at_least=0, at_most=65535, example="port=8000")
+    port: int = knob("the port to serve on (0: any free one)", ge=0, le=65535, example="port=8000")
     data_dir: str = knob("the folder holding MNIST/raw/, for the official test digits (the page works without)")
     download: bool = knob("download MNIST into data_dir when it is missing")
     log_dir: str = knob("where ckpt_path=null looks for the newest run (train.py's paths.log_dir)")
-    device: str = knob("auto (cuda when present, else cpu), cpu, cuda or cuda:<index>")
+    device: Device = knob("auto, cpu, cuda or cuda:<index>")
 
 
-# Lightning's Trainer declares the types of its arguments in its own signature, which the checks read
-# (mnist_lstm/config/annotations.py); what a type cannot say, here.
-TRAINER_LIMITS: dict[str, dict[str, Any]] = {
-    "max_steps": limits(at_least=-1),
-    "max_epochs": limits(at_least=-1),
-    "min_steps": limits(at_least=0),
-    "min_epochs": limits(at_least=0),
-    "num_nodes": limits(at_least=1),
-    "accumulate_grad_batches": limits(at_least=1),
-    "log_every_n_steps": limits(at_least=0),
-    "num_sanity_val_steps": limits(at_least=-1),
-    "check_val_every_n_epoch": limits(at_least=1),
-    "val_check_interval": limits(above=0),
-    "gradient_clip_val": limits(at_least=0),
-    "gradient_clip_algorithm": limits(choices=("norm", "value")),
-    "limit_train_batches": limits(at_least=0),
-    "limit_val_batches": limits(at_least=0),
-    "limit_test_batches": limits(at_least=0),
-    "limit_predict_batches": limits(at_least=0),
-    "overfit_batches": limits(at_least=0),
-    "fast_dev_run": limits(at_least=0),
-    "reload_dataloaders_every_n_epochs": limits(at_least=0),
+# config name (conf/<name>.yaml) -> its schema
+SCHEMAS: dict[str, type[Schema]] = {
+    "train": Train,
+    "eval": Eval,
+    "predict": Predict,
+    "visualize": Visualize,
+    "export": Export,
+    "demo": Demo,
 }
 
 
-# config name (conf/<name>.yaml) -> its schema; each YAML names `<name>_schema` first in its defaults list.
-SCHEMAS: dict[str, type] = {
-    "train": TrainConfig,
-    "eval": EvalConfig,
-    "predict": PredictConfig,
-    "visualize": VisualizeConfig,
-    "export": ExportConfig,
-    "demo": DemoConfig,
-}
+def validate(job: dict[str, Any], config_name: str, typed: Iterable[str] = ()) -> None:
+    """Raise UserError, one line, for a key of `job` (a composed, resolved config) its schema refuses: the first of
+    the keys `typed` on the command line if one is refused (not a key that takes its value from it), else the first."""
+    try:
+        SCHEMAS[config_name].model_validate(job)
+    except ValidationError as err:
+        errors = err.errors()
+        error = next((e for e in errors if ".".join(map(str, e["loc"])).startswith(tuple(typed))), errors[0])
+        raise UserError(_message(error, config_name, job)) from None
 
 
-def fields_of(schema: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
-    """(dotted key, field) of every knob of `schema`, nested groups flattened (their keys under theirs)."""
-    found = []
-    for f in dataclasses.fields(schema):
-        if f.name.startswith("_"):
-            continue
-        node = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if isinstance(node, type) and dataclasses.is_dataclass(node):
-            found += fields_of(node, f"{prefix}{f.name}.")
-        else:
-            found.append((f"{prefix}{f.name}", f))
+def _message(error: dict[str, Any], config_name: str, job: dict[str, Any]) -> str:
+    key, field = _declared(SCHEMAS[config_name], error["loc"])
+    if error["type"] == "extra_forbidden":
+        close = near(key, job)
+        fix = f"did you mean {' or '.join(close)}?" if close else "remove it"
+        return f"unknown key {key!r}: {fix} (--cfg job prints every key)"
+    if error["type"] == "missing":
+        return f"{key} has no value (the config leaves it ???): set it, e.g. {key}=<value>"
+    value = error["input"]
+    shown = "null" if value is None else repr(value)
+    why = error["msg"].replace("Input should be", "must be").replace("Field required", "must be set")
+    extra = field.json_schema_extra if field is not None else None
+    example = f" (e.g. {extra['example']})" if extra and extra["example"] else ""
+    if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"):
+        return f"{key}={shown} is out of range: {key} {why}{example}"
+    return f"invalid value {key}={shown}: {key} {why}{example}"
+
+
+def _declared(schema: Any, loc: tuple) -> tuple[str, Any]:
+    """The dotted key an error's location names, and its field (None past the declared ones: a union's member, an
+    undeclared key)."""
+    path, field = [], None
+    for part in loc:
+        fields = getattr(schema, "model_fields", {})
+        field = next((f for name, f in fields.items() if part in (name, f.alias)), None)
+        if field is None:
+            if not path or not fields:
+                path.append(str(part))
+            break
+        path.append(str(part))
+        schema = field.annotation
+    return ".".join(path), field
+
+
+def near(key: str, cfg: dict[str, Any]) -> list[str]:
+    """The keys of `cfg` a misspelt `key` may mean: the same name elsewhere (model.layer_num: layer_num), a name
+    spelt alike anywhere, top level first (trainer.max_step: max_steps), or else a close spelling of the whole key."""
+    keys = [k for k in _dotted(cfg) if k != key and (key.startswith("hydra.") or not k.startswith("hydra"))]
+    names = {k: k.rpartition(".")[2] for k in keys}
+    name = key.rpartition(".")[2]
+    same = [k for k, n in names.items() if n == name]
+    alike = difflib.get_close_matches(name, set(names.values()), n=3, cutoff=0.8)
+    found = same or sorted((k for k, n in names.items() if n in alike), key=lambda k: k.count("."))
+    return found[:3] or difflib.get_close_matches(key, keys, n=3, cutoff=0.65)
+
+
+def _dotted(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for name, value in node.items():
+        if not str(name).startswith("_"):  # not _target_, _partial_
+            keys += [f"{prefix}{name}", *_dotted(value, f"{prefix}{name}.")]
+    return keys
+
+
+def knobs(schema: type[Schema] = Train, prefix: str = "") -> dict[str, Any]:
+    """dotted key -> pydantic field, for every declared key of `schema` (nested groups flattened)."""
+    found = {}
+    for name, field in schema.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Schema):
+            found.update(knobs(annotation, f"{prefix}{name}."))
+        elif field.alias is None:
+            found[f"{prefix}{name}"] = field
     return found
 
 
-def register() -> None:
-    store = ConfigStore.instance()
-    for name, schema in SCHEMAS.items():
-        store.store(name=f"{name}_schema", node=schema)
+def hyperparameters(cfg: Any) -> dict[str, Any]:
+    """The knobs worth comparing runs by (`hparam=True`), for TensorBoard's HPARAMS tab: name -> value."""
+    return {
+        key.rpartition(".")[2]: OmegaConf.select(cfg, key)
+        for key, field in knobs().items()
+        if field.json_schema_extra["hparam"]
+    }
 
 
-register()
+def architecture() -> list[str]:
+    """The keys a checkpoint must match to be resumed (`architecture=True`), as train.py's config spells them."""
+    return [key for key, field in knobs().items() if field.json_schema_extra["architecture"]]

@@ -60,18 +60,8 @@ class MNISTDataModule(L.LightningDataModule):
         elastic: float = 0.0,
     ) -> None:
         super().__init__()
-        self.data_dir = data_dir
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.val_size = val_size
-        self.split_seed = split_seed
-        self.download = download
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.on_device = on_device
-        self.shift = shift
-        self.rotate = rotate
-        self.elastic = elastic
+        # In every checkpoint (datamodule_hyper_parameters); not logged: train.py logs the whole config once.
+        self.save_hyperparameters(logger=False)
         self.train_set: InMemory | None = None
         self.val_set: InMemory | None = None
         self.test_set: InMemory | None = None
@@ -80,18 +70,18 @@ class MNISTDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Verify (or download) and extract the raw files once, before any process reads them."""
-        ensure_mnist(self.data_dir, self.download)
+        ensure_mnist(self.hparams.data_dir, self.hparams.download)
 
     def setup(self, stage: str | None = None) -> None:
         # Lightning calls setup for fit and again for test: build the splits once.
         if self.train_set is not None:
             return
-        images, labels = load_mnist(self.data_dir, train=True)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
-        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        images, labels = load_mnist(self.hparams.data_dir, train=True)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
         self.train_set = InMemory(images[train_idx], labels[train_idx])
         self.val_set = InMemory(images[val_idx], labels[val_idx])
-        self.test_set = InMemory(*load_mnist(self.data_dir, train=False))
+        self.test_set = InMemory(*load_mnist(self.hparams.data_dir, train=False))
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self._keep_on(device):
             self.train_set, self.val_set, self.test_set = (
@@ -100,9 +90,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _keep_on(self, device: torch.device) -> bool:
         """Whether the splits move to `device` once (on_device: true, or null on a GPU)."""
-        if self.on_device is None:  # (auto)
+        if self.hparams.on_device is None:  # (auto)
             return device.type == "cuda"
-        return bool(self.on_device) and device.type != "cpu"
+        return bool(self.hparams.on_device) and device.type != "cpu"
 
     def _loader(self, dataset: InMemory | None, batch_size: int, sampler: ResumableShuffle | None = None) -> DataLoader:
         assert dataset is not None, "call setup() first"
@@ -113,9 +103,9 @@ class MNISTDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=False,  # never drop a sample: val and test metrics must see all of them
             collate_fn=_batch_as_gathered,
-            num_workers=0 if on_gpu else self.num_workers,
-            pin_memory=self.pin_memory and not on_gpu,
-            persistent_workers=self.num_workers > 0 and not on_gpu,
+            num_workers=0 if on_gpu else self.hparams.num_workers,
+            pin_memory=self.hparams.pin_memory and not on_gpu,
+            persistent_workers=self.hparams.num_workers > 0 and not on_gpu,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -126,28 +116,28 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_order = ResumableShuffle(len(self.train_set), seed=seed)
         if resume:
             self.train_order.resume_at(resume["epoch"], resume["samples"])
-        return self._loader(self.train_set, self.batch_size, self.train_order)
+        return self._loader(self.train_set, self.hparams.batch_size, self.train_order)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        augment = self.shift or self.rotate or self.elastic
-        if augment and self.trainer is not None and self.trainer.training:
+        shift, rotate, elastic = self.hparams.shift, self.hparams.rotate, self.hparams.elastic
+        if (shift or rotate or elastic) and self.trainer is not None and self.trainer.training:
             images, labels = batch
-            return random_warp(random_shift(images, self.shift), self.rotate, self.elastic), labels
+            return random_warp(random_shift(images, shift), rotate, elastic), labels
         return batch
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size)
+        return self._loader(self.val_set, self.hparams.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size)
+        return self._loader(self.test_set, self.hparams.eval_batch_size)
 
     def state_dict(self) -> dict:
         """Where training stands in the shuffled training set, saved in every checkpoint."""
         if self.train_order is None or self.trainer is None or self.trainer.state.fn != "fit":
             return {}
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed  # batches of this epoch
-        epoch = self.trainer.current_epoch
-        return {"train_order": {"seed": self.train_order.seed, "epoch": epoch, "samples": done * self.batch_size}}
+        samples = done * self.hparams.batch_size
+        return {"train_order": {"seed": self.train_order.seed, "epoch": self.trainer.current_epoch, "samples": samples}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._train_order_to_resume = state_dict.get("train_order")

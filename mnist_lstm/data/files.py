@@ -65,8 +65,7 @@ def damaged_data_message(data_dir: str | Path, name: str, reason: str) -> str:
 
 
 def _remove_partial_extractions(folder: Path) -> None:
-    """Delete extracted files of the wrong size (an extraction that was killed half-way), so torchvision
-    extracts them again from the verified .gz files instead of reading half a file."""
+    """Delete extracted files of the wrong size (an extraction killed half-way): torchvision would read them."""
     for name, size in EXTRACTED_SIZES.items():
         if (folder / name).is_file() and (folder / name).stat().st_size != size:
             (folder / name).unlink()
@@ -75,10 +74,8 @@ def _remove_partial_extractions(folder: Path) -> None:
 def ensure_mnist(data_dir: str | Path, download: bool = True, keys: str = "data.") -> None:
     """Make `<data_dir>/MNIST/raw/` hold the verified, extracted MNIST files.
 
-    With the four original `.gz` files there, torchvision checks their md5 sums and extracts them
-    without touching the network; files that are missing or fail the check are downloaded if
-    `download`, and otherwise the run stops here with one line saying what to do: for a file that is
-    there but damaged, which file and what is wrong with it.
+    torchvision checks the md5 of the `.gz` files there and extracts them offline; missing or damaged ones are
+    downloaded if `download`, else the run stops with one line saying which file is wrong and what to do.
     """
     folder = raw_dir(data_dir)
     # One process at a time (runs of a sweep share the folder): none may read a file another is extracting.

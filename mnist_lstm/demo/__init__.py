@@ -3,9 +3,8 @@
 app.py: the web app (the page and a JSON API); reading.py: what one request computes; server.py: the script's
 work (the checkpoint, the port, uvicorn); static/: the page itself (plain HTML, CSS and JavaScript, no build step).
 
-Why FastAPI + uvicorn and a page of our own, not Gradio: the reading's cursor (a slider and a play button) moves
-in the browser over the 28 rows the server already sent, where a Gradio slider makes a server round trip per
-step; Gradio's themes fetch their fonts from a CDN, and the page must work offline; and its generated DOM is
-brittle to test in a browser, where ours has stable ids. The server side stays a well-kept library's: routing,
-request parsing, static files and errors are FastAPI's and Starlette's, HTTP itself uvicorn's.
+Why FastAPI and a page of our own, not Gradio: the reading's cursor (a slider, a play button) moves in the
+browser over the 28 rows already sent, where a Gradio slider makes a server round trip per step; Gradio's themes
+fetch fonts from a CDN, and the page must work offline; and its generated DOM is brittle to test, where ours has
+stable ids. Routing, request parsing, static files and errors stay FastAPI's and Starlette's, HTTP uvicorn's.
 """

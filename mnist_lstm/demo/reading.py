@@ -1,9 +1,7 @@
 """What the demo computes for one request: the 28x28 image the model reads, and what it believes after each row.
 
-A drawing or an uploaded file goes through the same preparation as scripts/predict.py's pictures
-(mnist_lstm/use/images.py: decode, then `digit_of`, i.e. `to_mnist(grey_levels(image))`); an official test digit
-is read as it is, as in testing. Either way the model answers in one call, `per_row_probabilities`: the
-probabilities after each of the 28 rows, the last of which are its answer.
+A drawing or an upload is prepared as predict.py's pictures are (`digit_of`); an official test digit is read as
+it is. Either way the model answers in one call of `per_row_probabilities`.
 """
 
 from __future__ import annotations
@@ -23,10 +21,6 @@ from mnist_lstm.use.images import MAX_PIXELS, decode_image, digit_of
 from mnist_lstm.use.models import Reader, device_of
 
 MAX_BYTES = 10_000_000  # an upload's size limit (10 MB): a photo from a phone fits
-
-
-class EmptyUpload(UserError):
-    """A request with no image in it."""
 
 
 class TooLarge(UserError):
@@ -75,16 +69,14 @@ class DigitReader:
         self.device = device_of(model)
 
     def read(self, image: Tensor, label: int | None = None, index: int | None = None) -> Reading:
-        """One (28, 28) image -> its Reading, from one call of the model. Safe from several threads at once
-        (inference only: the model's state is never written)."""
+        """One (28, 28) image -> its Reading. Safe from several threads at once: the model is only read."""
         probabilities = per_row_probabilities(self.model, image[None].to(self.device))[0].cpu().float()
         return Reading(image.cpu(), probabilities, label, index)
 
     def read_file(self, data: bytes, max_pixels: int = MAX_PIXELS) -> Reading:
-        """An image file's bytes (a drawing, an upload) -> its Reading, prepared as predict.py prepares a
-        picture. Raises a UserError (images.py's NotAnImage, DamagedImage, TooManyPixels, or no digit found)."""
+        """An image file's bytes (a drawing, an upload) -> its Reading, or a UserError saying why not."""
         if not data:
-            raise EmptyUpload("no image in the request: send a PNG or JPEG file of one digit as its body")
+            raise UserError("no image in the request: send a PNG or JPEG file of one digit as its body")
         return self.read(digit_of(decode_image(data, max_pixels)))
 
 
@@ -97,8 +89,7 @@ class OfficialDigits:
 
     @classmethod
     def load(cls, data_dir: str | Path, download: bool) -> OfficialDigits:
-        """From `<data_dir>/MNIST/raw/` (downloaded there first if missing and `download`), as training finds
-        them; if they cannot be had, an empty set that says why."""
+        """From `<data_dir>/MNIST/raw/`, as training finds them; if they cannot be had, an empty set that says why."""
         try:
             ensure_mnist(data_dir, download, keys="")  # (the demo's keys are top-level: data_dir=, download=)
             images, labels = load_mnist(data_dir, train=False, keys="")
@@ -122,5 +113,5 @@ class OfficialDigits:
 
 def warm_up(reader: DigitReader) -> None:
     """Read one blank image at start: the first call's one-off costs are not a user's wait, and a model that
-    cannot answer per row (an ONNX export with per_row=false) is refused now, in one line."""
+    cannot answer per row (an ONNX export with per_row=false) is refused now."""
     reader.read(torch.zeros(28, 28))

@@ -50,8 +50,8 @@ def listen(host: str, port: int) -> socket.socket:
             f"host={host} is not an address to serve on ({err.strerror}): use host=127.0.0.1 (this machine only, "
             "the default) or host=0.0.0.0 (every network of this machine)"
         ) from err
-    # The protocol too (TCP): asyncio turns Nagle's algorithm off only on connections of a socket that names it,
-    # and with it on, every answer after a connection's first waited ~40 ms for the client's delayed ACK.
+    # The protocol named (TCP): asyncio turns Nagle's algorithm off only for a socket that names it, and with it
+    # on, each answer after a connection's first waits for the client's delayed ACK.
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait out TIME_WAIT
     try:
@@ -106,8 +106,8 @@ def serve(cfg: DictConfig) -> None:
         model, hparams, source = open_model(ckpt_path, cfg.onnx, cfg.device)
         about = describe(hparams, source)
         log.info(f"Model: {source} ({about['model']})")
-        # One request reads one image: matmuls too small for a second thread to help (it costs time), so each
-        # request computes on one core and concurrent requests share the cores (benchmarks/demo_latency.py).
+        # One image's matmuls are too small for a second thread to help: each request computes on one core, and
+        # concurrent requests share the cores.
         torch.set_num_threads(1)
         reader = DigitReader(model)
         warm_up(reader)

@@ -1,26 +1,22 @@
-"""CUDA graphs for the training step: its launches captured once, replayed with one call (speed.cuda_graph).
+"""CUDA graphs for the training step (speed.cuda_graph): its launches captured once, replayed with one call.
 
-Our LSTM launches a few small kernels per timestep and layer, about a thousand per training step; on a GPU
-the CPU can then spend longer launching them than the GPU spends running them. A CUDA graph records the
-launches once and replays them with a single call. Two ways, each a subclass of RowLSTMModule that the run
-builds instead of it (`mnist_lstm.fast.module_class`):
+The LSTM launches a few small kernels per timestep and layer: on a GPU the CPU can spend longer launching them
+than the GPU running them. Two ways, each a subclass of RowLSTMModule that the run builds instead of it
+(`mnist_lstm.fast.module_class`):
 
-- `ForwardBackwardGraphModule` (speed.cuda_graph=forward_backward) replays the network's forward and backward
-  from `GraphedTraining` (torch.cuda.make_graphed_callables). The loss, the optimiser step and the metrics stay
-  outside, so Lightning, gradient clipping and learning-rate schedules work unchanged.
-- `WholeStepGraphModule` (speed.cuda_graph=whole_step) replays the whole step from `GraphedStep`: forward, loss,
-  backward and the optimiser's update (with gradient clipping, if asked). The CPU then launches one graph per
-  step and runs no autograd or optimiser code, at the price of what a replay cannot change: no gradient
-  accumulation, no learning-rate schedule.
+- `ForwardBackwardGraphModule` (forward_backward) replays the network's forward and backward (`GraphedTraining`,
+  torch.cuda.make_graphed_callables). The loss, the optimiser step and the metrics stay outside, so Lightning,
+  gradient clipping and learning-rate schedules work unchanged.
+- `WholeStepGraphModule` (whole_step) replays the whole step (`GraphedStep`): forward, loss, backward and the
+  optimiser's update, clipping included. The CPU runs no autograd or optimiser code, at the price of what a
+  replay cannot change: no gradient accumulation, no learning-rate schedule.
 
-Why subclasses: the whole step in one graph replaces what Lightning's loop does around `training_step` (zeroing
-the gradients, the backward pass, the optimiser step), and only the LightningModule's own hooks can replace that.
-A callback cannot, and a strategy would take over device placement and DDP as well. The subclasses take the same
-arguments as RowLSTMModule, so their checkpoints are the plain module's.
+Subclasses, because only the LightningModule's own hooks can replace what Lightning's loop does around
+`training_step` (zeroing the gradients, backward, the optimiser step): a callback cannot, and a strategy would
+take over device placement and DDP too. They take RowLSTMModule's arguments, so their checkpoints are its own.
 
-A graph replays fixed shapes: it serves the batches of the shape it was captured with (every full training
-batch); the last, smaller batch of an epoch, validation and test run as usual. Both capture the largest batch
-they have seen: a run resumed just before an epoch's last batch sees that smaller one first.
+A graph replays fixed shapes: that of the largest batch seen (a run resumed just before an epoch's last batch
+sees that smaller one first). Other shapes, validation and test run as usual.
 """
 
 from __future__ import annotations
@@ -34,13 +30,48 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from mnist_lstm.config.checks import (
-    cuda_graph_precision_refusal,
-    cuda_graph_world_size_refusal,
-    whole_step_refusal,
-)
 from mnist_lstm.errors import UserError
 from mnist_lstm.model.module import Batch, RowLSTMModule
+
+
+def cuda_graph_refusal(
+    setting: str,
+    precision: str = "32-true",
+    compile: bool = False,
+    processes: int = 1,
+    accumulate_grad_batches: int = 1,
+    scheduler: bool = False,
+) -> str | None:
+    """Why a run cannot train with speed.cuda_graph=`setting`, or None: the one place that decides, asked by the
+    dry run before anything is written and by the graphed modules when a fit starts."""
+    if setting == "none":
+        return None
+    if "mixed" in precision or precision in ("16", "bf16"):  # (Lightning reads "16" and "bf16" as mixed)
+        return (
+            f"speed.cuda_graph={setting} does not combine with trainer.precision={precision} (autocast); "
+            "use trainer.precision=32-true or speed.cuda_graph=none"
+        )
+    if compile:
+        return (
+            f"speed.cuda_graph={setting} and speed.compile=true are not supported together (untested; "
+            "torch.compile's own CUDA graphs are its mode='reduce-overhead'); choose one"
+        )
+    if processes > 1:
+        return (
+            f"speed.cuda_graph={setting} is for one GPU, and this run has {processes} processes; "
+            "use speed.cuda_graph=none with several devices"
+        )
+    if setting == "whole_step" and (accumulate_grad_batches or 1) != 1:
+        return (
+            "speed.cuda_graph=whole_step updates the weights at every batch, so it cannot accumulate gradients; "
+            "use trainer.accumulate_grad_batches=1 or speed.cuda_graph=forward_backward"
+        )
+    if setting == "whole_step" and scheduler:
+        return (
+            "speed.cuda_graph=whole_step replays the learning rate it captured, which a scheduler could not change; "
+            "use model.scheduler=null or speed.cuda_graph=forward_backward"
+        )
+    return None
 
 
 class _Forward(nn.Module):
@@ -76,19 +107,16 @@ class GraphedTraining:
 
 
 class GraphedStep:
-    """A whole training step, replayed from one CUDA graph for batches shaped like the largest one it has seen
-    before the capture.
+    """A whole training step replayed from one CUDA graph, for batches shaped like the largest seen before the
+    capture.
 
-    `step(images, labels) -> (loss, logits)` is the step written out op by op: it sets the gradients to None,
-    then runs the forward, the loss, the backward pass and the optimiser's update. On a GPU the first `warmup`
-    batches of that shape run it as it is, on a side stream, as torch.cuda.graph asks (they create Adam's state
-    and cuBLAS' workspace, and compile Triton's kernels); the next one captures it. A larger batch before the
-    capture starts the warm-up again with its shape (Triton compiles its kernels anew for other sizes). From
-    then on a batch is two copies into the graph's inputs and one replay. The gradients are None when it is
-    captured, so they are allocated in the graph and each replay writes them afresh. A batch of another shape
-    runs `step` op by op (as every step on the CPU does), into gradients of its own: those of `parameters` are
-    then copied to the graph's, and `param.grad` points there again, so that it always holds the last step's
-    gradients (for the hooks that read them).
+    `step(images, labels) -> (loss, logits)` sets the gradients to None, then runs the forward, the loss, the
+    backward and the optimiser's update. On a GPU the first `warmup` batches of that shape run it on a side
+    stream, as torch.cuda.graph asks (creating Adam's state and cuBLAS' workspace, compiling Triton's kernels);
+    the next one captures it; a larger batch before then restarts the warm-up (Triton compiles anew for other
+    sizes). The gradients are None at the capture, so the graph allocates them and each replay writes them
+    afresh. A batch of another shape runs `step` op by op (as every step on the CPU does) into gradients of its
+    own, copied then into the graph's, where `param.grad` points again: the hooks read the last step's.
     """
 
     def __init__(
@@ -160,8 +188,8 @@ class GraphedStep:
 
 @contextlib.contextmanager
 def _stepping_outside_the_graph() -> Iterator[None]:
-    """torch.optim warns once that a capturable optimiser steps outside a graph: these steps do, on purpose.
-    (Only around those steps: a replay, every step, enters no context.)"""
+    """Silences torch.optim's warning that a capturable optimiser steps outside a graph: these steps do, on
+    purpose (a replay enters no context)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
         yield
@@ -169,7 +197,7 @@ def _stepping_outside_the_graph() -> Iterator[None]:
 
 def _refuse_autocast(setting: str) -> None:
     if torch.is_autocast_enabled("cuda"):
-        raise UserError(cuda_graph_precision_refusal(setting, "*-mixed"))
+        raise UserError(cuda_graph_refusal(setting, precision="*-mixed"))
 
 
 class _GraphedModule(RowLSTMModule):
@@ -189,8 +217,16 @@ class _GraphedModule(RowLSTMModule):
             rank_zero_warn(
                 f"speed.cuda_graph={self.setting} applies to CUDA runs only; this run is on the {self.device.type}"
             )
-        if self.trainer.world_size > 1:
-            raise UserError(cuda_graph_world_size_refusal(self.setting, self.trainer.world_size))
+        trainer = self.trainer
+        refusal = cuda_graph_refusal(
+            self.setting,
+            precision=str(trainer.precision),
+            processes=trainer.world_size,
+            accumulate_grad_batches=trainer.accumulate_grad_batches,
+            scheduler=self.scheduler_factory is not None,
+        )
+        if refusal:
+            raise UserError(refusal)
         # A graph replays the addresses of the weights (and optimiser state) it was captured with, and after a fit
         # Lightning moves the weights to the CPU (and each fit builds its optimiser anew): each fit captures its own.
         self._new_graphs()
@@ -222,12 +258,6 @@ class WholeStepGraphModule(_GraphedModule):
     def _new_graphs(self) -> None:
         self.graphed_step = GraphedStep(self.whole_step, self.parameters())
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        refusal = whole_step_refusal(self.trainer.accumulate_grad_batches, self.scheduler_factory is not None)
-        if refusal:
-            raise UserError(refusal)
-
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, labels = batch
         loss, logits = self.graphed_step(images, labels)  # the weights are updated when it returns
@@ -235,10 +265,9 @@ class WholeStepGraphModule(_GraphedModule):
         return loss
 
     def whole_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """One training step written out, as one function a CUDA graph can capture: what Lightning's loop does
-        around training_step (gradients to None, backward, `trainer.gradient_clip_val`'s clipping, the
-        optimiser's update), in the same order, so that it trains exactly as the loop does. Returns the loss and
-        the logits."""
+        """One training step as one function a CUDA graph can capture: what Lightning's loop does around
+        training_step (gradients to None, backward, clipping, the optimiser's update), in the same order, so it
+        trains exactly as the loop does. Returns the loss and the logits."""
         trainer = self.trainer
         optimizer = trainer.optimizers[0]
         optimizer.zero_grad(set_to_none=True)
@@ -280,7 +309,10 @@ class WholeStepGraphModule(_GraphedModule):
 
     def _graph_holds_the_optimizer(self) -> bool:
         """On a GPU the optimiser's update is captured with the rest of the step."""
-        trainer = self._trainer  # (None when load_from_checkpoint calls on_load_checkpoint)
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to one: load_from_checkpoint calling on_load_checkpoint
+            return False
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

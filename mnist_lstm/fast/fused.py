@@ -1,14 +1,12 @@
-"""`lstm_loop` made fast for training: the same loop and the same math, in place, with its backward (through
-time) written by hand. Read mnist_lstm/model/lstm.py first: this file computes exactly what `lstm_loop` does.
+"""`lstm_loop` made fast for training: the same math, in place, with its backward through time written by hand.
+Read mnist_lstm/model/lstm.py first.
 
-    fused_loop        the loop the "fused" implementation runs: FusedLSTMLoop with gradients, lstm_inference
-                      without (mnist_lstm/fast/inference.py), and lstm_loop itself where the compiler or
-                      autocast must see plain ops
-    FusedLSTMLoop     the forward in place, in buffers kept between steps, and the hand-written backward
-    Workspace         one forward's buffers, and the views of them each timestep takes, made once
-    Workspaces        the kept workspaces: given back by a step's backward, taken by the next step's forward
-    candidate_doubled the candidate gate's rows doubled, so that one sigmoid activates all four gates
-    uniform_dropout   F.dropout's distribution, its mask drawn as uniform >= p (TensorFlow's way), faster on the CPU
+    fused_loop         what "fused" runs: FusedLSTMLoop with gradients, lstm_inference (inference.py) without,
+                       lstm_loop itself where torch.compile or autocast must see plain ops
+    FusedLSTMLoop      the forward in place, and the hand-written backward
+    Workspace(s)       one forward's buffers and their per-step views, made once and kept between steps
+    candidate_doubled  the candidate gate's rows doubled, so that one sigmoid activates all four gates
+    uniform_dropout    F.dropout's distribution, its mask drawn as uniform >= p (TensorFlow's way): faster on the CPU
 """
 
 from __future__ import annotations
@@ -27,10 +25,10 @@ from mnist_lstm.model.lstm import State, lstm_loop
 def fused_loop(
     x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor, training_loop: type | None = None
 ) -> tuple[Tensor, State]:
-    """`lstm_loop`'s signature and results: `training_loop` (FusedLSTMLoop by default; TritonLSTMLoop has the same
-    interface) when a gradient is wanted, lstm_inference when not."""
-    # torch.compile fuses and differentiates the plain loop itself; autocast (bf16-mixed) picks a dtype op by op,
-    # which the fused loop's preallocated buffers cannot follow.
+    """`lstm_loop`'s signature and results: `training_loop` (FusedLSTMLoop, or TritonLSTMLoop) when a gradient is
+    wanted, lstm_inference when not."""
+    # torch.compile differentiates the plain loop itself; autocast picks a dtype op by op, which the preallocated
+    # buffers cannot follow.
     if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
         return lstm_loop(x, weight, bias, h, c)
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias, h, c))):
@@ -40,16 +38,13 @@ def fused_loop(
 
 
 class FusedLSTMLoop(torch.autograd.Function):
-    """`lstm_loop` made fast: the same loop and the same math, with its backward written by hand.
+    """`lstm_loop` with its backward written by hand.
 
-    Autograd would record ~12 ops per step and replay each one's backward separately. Here the forward
-    writes every step in place into preallocated buffers and, after the loop, replaces the gates of every
-    step by their local derivatives (how c_t and h_t move with each gate's pre-activation), from factors it
-    kept per step. The backward (through time) is then four products per step, written over those
-    derivatives, and the weight gradient of all steps is one large matmul, as in nn.LSTM. Because it
-    overwrites them, it runs once per forward. Without gradients, `lstm_inference` runs instead.
-
-    Its buffers come from WORKSPACES: a training step's forward takes those the step before gave back.
+    Autograd would record ~12 ops per step and replay each one's backward separately. Here the forward writes
+    every step in place into preallocated buffers (from WORKSPACES) and, after the loop, replaces every step's
+    gates by their local derivatives (how c_t and h_t move with each pre-activation). The backward through time
+    is then four products per step, written over those derivatives, and the weight gradient of all steps is
+    one large matmul, as in nn.LSTM. Because it overwrites them, it runs once per forward.
     """
 
     @staticmethod
@@ -58,8 +53,8 @@ class FusedLSTMLoop(torch.autograd.Function):
         hidden = h0.shape[1]
         # tanh(z) = 2 sigmoid(2z) - 1: with the candidate gate's rows doubled, one sigmoid activates all four gates,
         # and each gate's local derivative is sigmoid' = s (1 - s) times one factor.
-        # Each part of the weight contiguous (candidate_doubled copies it): the forward's matmuls read it transposed,
-        # the backward's as it is.
+        # candidate_doubled copies each part contiguous: the forward's matmuls read it transposed, the backward's
+        # as it is.
         w_input, w_hidden = (candidate_doubled(part) for part in weight.split([input_size, hidden], dim=1))
         bias = candidate_doubled(bias)
         w_hidden_t = w_hidden.t()
@@ -70,9 +65,8 @@ class FusedLSTMLoop(torch.autograd.Function):
         work.factors[0, 1] = c0
         minus_one = x.new_full((1, 1), -1.0).expand(batch, hidden)  # so that g = 2 s - 1 is one op: -1 + 2 s
 
-        # The explicit unrolling, as in lstm_loop: only what the next step needs. On the CPU each elementwise op
-        # costs a call beside its arithmetic, so what the next step does not need waits for the loop's end, where
-        # it is a few operations over all steps at once.
+        # The explicit unrolling: only what the next step needs. Each elementwise op costs a call on top of its
+        # arithmetic, so the rest waits for the loop's end, as a few ops over all steps at once.
         h = h0
         for (a, i, f, s, o, g, c_prev, tanh_c, c), h_t in zip(work.forward_steps, outputs.unbind(0), strict=True):
             a.addmm_(h, w_hidden_t).sigmoid_()  # the pre-activations (batch, 4*hidden), activated in place
@@ -124,8 +118,8 @@ class FusedLSTMLoop(torch.autograd.Function):
 
 
 class Workspace:
-    """One forward's buffers, and the views of them each timestep reads and writes, made once: on the CPU a view
-    costs about a microsecond of Python and dispatch, and a step takes ~15 of them."""
+    """One forward's buffers, and the views of them each timestep reads and writes, made once: on the CPU each
+    view costs Python and dispatch time."""
 
     def __init__(self, x: Tensor, steps: int, batch: int, hidden: int) -> None:
         self.gates = x.new_empty(steps, batch, 4 * hidden)  # pre-activations, activations, local derivatives
@@ -158,44 +152,37 @@ class Workspace:
 
 
 class Workspaces:
-    """The fused loop's buffers, kept between a training step and the next.
+    """The fused loop's buffers, given back by a backward for the next forward of the same shape.
 
-    A forward's buffers are needed until its backward, and not after: there they come back here, and the next
-    forward of the same shape takes them instead of allocating. On the CPU a fresh buffer of megabytes can be
-    new memory from the OS, which costs page faults as it is first written; how often depends on the C
-    allocator (docs/speed.md). PyTorch's CUDA caching allocator already spares a GPU this, and a CUDA graph owns
-    its memory, so buffers on a GPU are not kept. Forwards whose backwards have not run yet (two losses summed
-    before one backward) each take their own. One pool per process, not locked: training steps take and give
-    back from one thread.
+    On the CPU a fresh buffer of megabytes can be new memory from the OS, paid in page faults as it is first
+    written. CUDA's caching allocator already spares a GPU this, and a CUDA graph owns its memory, so GPU buffers
+    are not kept. Forwards whose backwards have not run yet (two losses summed before one backward) each take
+    their own. Not locked: training steps run on one thread.
     """
 
     def __init__(self, shapes: int = 4, per_shape: int = 8) -> None:
-        # Per shape, the buffers given back and not yet taken again: at most `per_shape` sets (a stack of that
-        # many layers runs its forwards before its backwards), for the `shapes` shapes used last.
+        # At most `per_shape` sets per shape (a stack of that many layers runs its forwards before its backwards),
+        # for the `shapes` shapes used last.
         self.free: OrderedDict[tuple, list[Workspace]] = OrderedDict()
         self.shapes, self.per_shape = shapes, per_shape
 
     def take(self, x: Tensor, steps: int, batch: int, hidden: int) -> Workspace:
         """Buffers for a forward over x (steps, batch, input) with `hidden` cells."""
-        free = self.free.get((steps, batch, 4 * hidden, x.dtype, x.device))  # as _shape(gates)
+        free = self.free.get((steps, batch, 4 * hidden, x.dtype, x.device))  # give_back's key
         return free.pop() if free else Workspace(x, steps, batch, hidden)
 
     def give_back(self, workspace: Workspace) -> None:
         """Keep a backward's buffers for the next forward of their shape (on the CPU)."""
-        if workspace.gates.device.type != "cpu":
+        gates = workspace.gates
+        if gates.device.type != "cpu":
             return
-        key = _shape(workspace.gates)
+        key = (*gates.shape, gates.dtype, gates.device)
         free = self.free.setdefault(key, [])
         self.free.move_to_end(key)
         if len(free) < self.per_shape:
             free.append(workspace)
         while len(self.free) > self.shapes:
             self.free.popitem(last=False)  # the shape used longest ago
-
-
-def _shape(gates: Tensor) -> tuple:
-    """The key of a workspace: its gates' shape, dtype and device."""
-    return (*gates.shape, gates.dtype, gates.device)
 
 
 WORKSPACES = Workspaces()
@@ -221,13 +208,13 @@ def input_gradients(
     outputs: Tensor,
     d_gates: Tensor,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor | None]:
-    """The end of the fused loop's backward: from dL/d(pre-activation) of every step (time, batch, 4*hidden),
-    the gradients of x, the fused weight (its input and hidden parts given), the bias and h0. The weight's of all
-    steps is one large matmul per part: [x_t, h_{t-1}] is the input of step t's gates."""
+    """From dL/d(pre-activation) of every step (time, batch, 4*hidden): the gradients of x, the fused weight (given
+    in its input and hidden parts), the bias and h0. The weight's is one matmul over all steps per part, since
+    [x_t, h_{t-1}] is the input of step t's gates."""
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
     d_gates_2d = d_gates.view(steps * batch, 4 * hidden)
-    # Transposed, (input^T d_gates)^T: on the CPU MKL computes it faster than d_gates^T input (docs/speed.md).
+    # Transposed, (input^T d_gates)^T: on the CPU MKL computes it faster than d_gates^T input.
     d_w_hidden = torch.addmm(h0.t() @ d_gates[0], outputs[:-1].reshape(-1, hidden).t(), d_gates_2d[batch:])
     d_weight = torch.cat([x.reshape(steps * batch, -1).t() @ d_gates_2d, d_w_hidden]).t()
     d_x = (d_gates_2d @ w_input).view_as(x) if needs_input_grad[0] else None
@@ -242,12 +229,11 @@ def candidate_doubled(rows: Tensor) -> Tensor:
 
 
 def uniform_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Inverted dropout, as F.dropout: each element is kept with probability 1 - p and scaled by 1 / (1 - p).
+    """Inverted dropout with F.dropout's distribution.
 
-    On the CPU the mask is drawn as TensorFlow's dropout draws it, uniform >= p (docs/speed.md): F.dropout's
-    bernoulli_ draws element by element. Where p is a multiple of 1/256 (0.5, 0.25, ...) the uniform numbers are
-    random bytes, eight from each 64-bit draw, and the mask is exact; otherwise torch.rand's floats. On a GPU
-    F.dropout is one fused kernel.
+    On the CPU the mask is drawn as TensorFlow draws it, uniform >= p, where F.dropout's bernoulli_ draws element
+    by element. Where p is a multiple of 1/256 (0.5, 0.25, ...) the uniform numbers are random bytes, eight per
+    64-bit draw, and the mask is exact; otherwise torch.rand's floats. On a GPU F.dropout is one fused kernel.
     """
     if not training or p == 0.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)

@@ -1,5 +1,4 @@
-"""`lstm_loop` without gradients (evaluation, prediction), in the fewest passes over memory. Read
-mnist_lstm/model/lstm.py first: this file computes what `lstm_loop` does (exactly, in float64 arithmetic)."""
+"""`lstm_loop` without gradients, in the fewest passes over memory. Read mnist_lstm/model/lstm.py first."""
 
 from __future__ import annotations
 
@@ -10,22 +9,20 @@ from mnist_lstm.model.lstm import State
 
 
 def lstm_inference(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """`lstm_loop` without gradients (evaluation, prediction), in 6 elementwise passes per step (the plain
-    loop makes 9).
+    """`lstm_loop` without gradients (evaluation, prediction), in 6 elementwise passes per step, not 9.
 
-    Elementwise work, not the matmuls, is where a CPU step loses time to oneDNN's fused kernel, so two
-    rewrites, exact in arithmetic, save passes over memory. tanh(z) = 2 sigmoid(2z) - 1, so with the
-    candidate gate's rows moved last and doubled, one sigmoid activates all four gates. The cell is carried
-    as d = -2c, so tanh(c) = 1 - 2 sigmoid(d) and h = o tanh(c) is one multiply-add. Nothing is kept per
-    step, and the input part of the gates is computed step by step, so a large batch never holds a
-    (time, batch, 4*hidden) tensor.
+    Elementwise work, not the matmuls, is where a CPU step loses to oneDNN's fused kernel, so two exact rewrites
+    save passes over memory. tanh(z) = 2 sigmoid(2z) - 1, so with the candidate gate's rows moved last and
+    doubled, one sigmoid activates all four gates. The cell is carried as d = -2c, so tanh(c) = 1 - 2 sigmoid(d)
+    and h = o tanh(c) is one multiply-add. The input part of the gates is computed step by step, so a large batch
+    never holds a (time, batch, 4*hidden) tensor.
     """
     steps, batch, input_size = x.shape
     hidden = h.shape[1]
     weight, bias = _candidate_last_and_doubled(weight), _candidate_last_and_doubled(bias)
     w_input, w_hidden = weight.split([input_size, hidden], dim=1)
     w_input_t = w_input.t()
-    w_hidden_t = w_hidden.t().contiguous()  # (hidden, 4*hidden); a transposed view measured no faster here
+    w_hidden_t = w_hidden.t().contiguous()  # (hidden, 4*hidden)
     outputs = x.new_empty(steps, batch, hidden)
     gates, sigmoid_d = x.new_empty(batch, 4 * hidden), x.new_empty(batch, hidden)
     d = c * -2.0

@@ -1,11 +1,10 @@
 """torch's NVML-based CUDA check, which importing Lightning turns on, turned off where NVML cannot load.
 
-Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when imported, so that torch.cuda.is_available() asks NVML (the
-NVIDIA driver's management library) and does not initialise CUDA, after which forked processes could not use
-it. Where NVML is missing (no NVIDIA driver: a CPU machine), torch tries to load it at every such call, fails,
-and asks the CUDA runtime after all, as it does without the setting. Adam asks at every step (whether a CUDA
-graph is being captured), and the failed loading cost ~0.6 ms there on this project's 2-core CPU VM: a tenth of
-a small model's CPU training step (train.py, hidden 8: 6.17 -> 5.53 ms per step, medians of 5 interleaved runs).
+Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that torch.cuda.is_available() asks NVML (the NVIDIA driver's
+library) instead of initialising CUDA, which forked processes could then not use. Without NVML (a CPU machine)
+torch tries to load it at every such call, fails, and asks the CUDA runtime after all. Adam asks at every step
+(whether a CUDA graph is being captured), so on a CPU the failed load is a noticeable share of a small model's
+step.
 """
 
 from __future__ import annotations

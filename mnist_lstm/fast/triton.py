@@ -1,18 +1,16 @@
 """FusedLSTMLoop with each timestep's elementwise work as one Triton kernel (GPU training, `speed.loop=triton`).
 
-On a GPU our loop is many small kernels: per timestep and layer the recurrent matmul, then 6 elementwise
-ones in the forward (activations, the cell) and 4 in the backward, ~700 per training step at the tutorial's
-shape, each too short to fill the GPU. Here the same loop and the same math as `FusedLSTMLoop`
-(mnist_lstm/fast/fused.py, read that first) run each timestep's elementwise work, its local derivatives
-included, as one kernel each way: 4 kernels per timestep and layer instead of 12. The matmuls stay PyTorch's
-(cuBLAS). Inside one kernel the number of operations costs nothing, so the gates stay as nn.LSTM lays them out
-(the candidate's rows not doubled), and the derivatives are written out gate by gate.
+On a GPU the fused loop is many small kernels, each too short to fill the GPU: per timestep and layer the
+recurrent matmul, then 6 elementwise ones forward and 4 backward. Here the same math as `FusedLSTMLoop`
+(fused.py, read that first) runs each timestep's elementwise work, local derivatives included, as one kernel
+each way; the matmuls stay cuBLAS'. Inside a kernel more operations cost nothing, so the gates keep nn.LSTM's
+layout (the candidate's rows not doubled) and the derivatives are written out gate by gate.
 
 Each kernel instance handles BLOCK of the batch * hidden cells of one timestep; cell (b, k) reads its four
 gates at columns k, H + k, 2H + k, 3H + k of row b of the (batch, 4H) gates, in nn.LSTM's order (i, f, g, o).
-Without a GPU, TRITON_INTERPRET=1 runs them on CPU tensors (the tests do). sigmoid and tanh are written out
-here with tl.exp (tanh(z) = 2 sigmoid(2z) - 1, the same function): tl.sigmoid is itself a Triton function,
-interpreted only if TRITON_INTERPRET was set before triton was first imported.
+Without a GPU, TRITON_INTERPRET=1 runs them on CPU tensors (the tests do). sigmoid and tanh are written with
+tl.exp because tl.sigmoid, itself a Triton function, is interpreted only if TRITON_INTERPRET was set before
+triton was first imported.
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
-"""The row-by-row LSTM classifier, in plain PyTorch: read this file top to bottom.
+"""The row-by-row LSTM classifier in plain PyTorch, to read top to bottom. An MNIST image is 28 rows of 28
+pixels, read one row per timestep; a linear classifier reads the top layer's hidden state after the last row.
 
-An MNIST image is 28 rows of 28 pixels. The LSTM reads it one row per timestep, and a linear classifier
-looks at the top layer's hidden state after the last row:
-
-    lstm_loop          one layer's LSTM over time, written out: the explicit `for t in range(steps)` loop
-    LSTMLayer          one layer's weights: its four gates come from one fused weight, laid out like nn.LSTM's
-    Implementation     how a stack computes: the loop each layer runs and the dropout on its outputs; PLAIN is
-                       `lstm_loop` and `F.dropout`, and mnist_lstm/fast/ offers faster ones that compute the
-                       same (the one seam between this file and the speed work: an argument, `use`)
-    StackedLSTM        layer_num layers, each reading the whole output of the one below, dropout on each output
-    TorchStackedLSTM   the same stack on nn.LSTM (cuDNN / oneDNN): the reference our tests compare with
-    RowLSTMClassifier  images -> logits, or the logits after every row read
+    lstm_loop          one layer over time: the explicit `for t in range(steps)` loop
+    LSTMLayer          one layer's weights: the four gates as one fused weight, laid out like nn.LSTM's
+    Implementation     the loop each layer runs and the dropout on its outputs: PLAIN here, faster ones that
+                       compute the same in mnist_lstm/fast/ (handed in with `RowLSTMClassifier.use`)
+    StackedLSTM        layer_num layers, each reading the whole output of the one below
+    TorchStackedLSTM   the same stack on nn.LSTM (cuDNN / oneDNN): the reference the tests compare with
+    RowLSTMClassifier  images -> logits, or the logits after every row
 """
 
 from __future__ import annotations
@@ -31,14 +28,14 @@ Loop = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, State]]
 def lstm_loop(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
     """The LSTM over time, plainly, for autograd to differentiate op by op.
 
-    `weight` is the fused gate weight: its first `input` columns act on x_t (nn.LSTM's weight_ih), the rest
-    on h_{t-1} (weight_hh); its rows are the gates in nn.LSTM's order: input, forget, cell candidate, output.
+    `weight` is [weight_ih | weight_hh] (4H, input + H), its rows the gates in nn.LSTM's order: input, forget,
+    cell candidate, output.
     """
     steps, batch, input_size = x.shape
     hidden = h.shape[1]
     w_input, w_hidden = weight.split([input_size, hidden], dim=1)
-    # The input part of every timestep's gates in one matmul ("premul"): only the recurrent matmul
-    # h_{t-1} @ W_hh^T is left inside the loop, which cannot be parallelised over time.
+    # The input part of every timestep's gates in one matmul ("premul"): only h_{t-1} @ W_hh^T, which cannot be
+    # parallelised over time, is left inside the loop.
     x_gates = torch.addmm(bias, x.reshape(steps * batch, input_size), w_input.t()).view(steps, batch, 4 * hidden)
 
     outputs = []
@@ -54,9 +51,8 @@ def lstm_loop(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> 
 class LSTMLayer(nn.Module):
     """One LSTM layer with TensorFlow's BasicLSTMCell semantics.
 
-    `gates` is one fused linear map of [x_t, h_{t-1}] to the four gates: its weight (4 * hidden, input +
-    hidden) is [nn.LSTM's weight_ih | weight_hh], so the tests copy it into nn.LSTM by slicing. `forget_bias`
-    is added to the forget gate's pre-activation, so a fresh cell starts by remembering.
+    `gates` maps [x_t, h_{t-1}] to the four gates; its weight is [nn.LSTM's weight_ih | weight_hh], so the tests
+    copy it into nn.LSTM by slicing. `forget_bias` on the forget gate makes a fresh cell start by remembering.
     """
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0) -> None:
@@ -87,18 +83,16 @@ class Implementation(NamedTuple):
     dropout: Callable[[Tensor, float, bool], Tensor]  # (x, p, training) -> x, as F.dropout
 
 
-# The seam. A stack computes with its `implementation`, this file's PLAIN unless it is handed another
-# (RowLSTMClassifier.use): mnist_lstm/fast/ has faster ones (a loop with its backward written by hand, Triton
-# kernels), each tested against PLAIN and nn.LSTM. Which one runs is a setting of the run (conf/speed/), not part
-# of the model: the weights are the same.
+# The seam: a stack computes with PLAIN unless handed another (RowLSTMClassifier.use); mnist_lstm/fast/'s are
+# tested against PLAIN and nn.LSTM. Which one runs is a setting of the run (conf/speed/), not of the model.
 PLAIN = Implementation(lstm_loop, F.dropout)
 
 
 class StackedLSTM(nn.Module):
     """`layer_num` LSTMLayers, layer-major: each reads the whole output sequence of the one below.
 
-    Dropout hits every layer's output in training, the top layer's included (the tutorial's DropoutWrapper with
-    output_keep_prob = 1 - dropout); the recurrent state is never dropped.
+    Dropout hits every layer's output, the top one's included (the tutorial's DropoutWrapper), never the
+    recurrent state.
     """
 
     def __init__(
@@ -125,10 +119,9 @@ class StackedLSTM(nn.Module):
 
 
 class TorchStackedLSTM(nn.Module):
-    """The same stack on nn.LSTM (the tutorial's "method one", dynamic_rnn): the reference.
+    """The same stack on nn.LSTM (the tutorial's dynamic_rnn): the reference.
 
     nn.LSTM drops out between layers only, so the top layer's output is dropped here to match StackedLSTM.
-    Its input bias starts with `forget_bias` on the forget gate, as our fused bias does.
     """
 
     def __init__(
@@ -139,9 +132,9 @@ class TorchStackedLSTM(nn.Module):
         self.dropout = dropout
         self.lstm = nn.LSTM(input_size, hidden_size, layer_num, dropout=dropout if layer_num > 1 else 0.0)
         with torch.no_grad():
-            for k in range(layer_num):
+            for k in range(layer_num):  # forget_bias on the forget gate's rows, as LSTMLayer starts
                 getattr(self.lstm, f"bias_ih_l{k}")[hidden_size : 2 * hidden_size] += forget_bias
-        self.implementation = PLAIN  # (only its dropout applies: nn.LSTM has its own loop)
+        self.implementation = PLAIN  # only its dropout applies: nn.LSTM has its own loop
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         out, (h_n, c_n) = self.lstm(x, state)
@@ -152,10 +145,10 @@ CELLS = {"custom": StackedLSTM, "torch": TorchStackedLSTM}
 
 
 class RowLSTMClassifier(nn.Module):
-    """Reads a (batch, 28, 28) image row by row and classifies the digit from the top layer's last hidden state.
+    """Reads (batch, 28, 28) images row by row and classifies each digit from the top layer's last hidden state.
 
-    Without gradients, a batch larger than `inference_chunk` images is read in chunks of that size: the same
-    answers, but reading all 10,000 test images at once takes the memory of one chunk.
+    Without gradients, a batch is read in chunks of `inference_chunk` images: the same answers in the memory of
+    one chunk.
     """
 
     inference_chunk = 1024
@@ -186,8 +179,8 @@ class RowLSTMClassifier(nn.Module):
         return self._in_chunks(self._logits, images)
 
     def per_row_logits(self, images: Tensor) -> Tensor:
-        """images (batch, rows, columns) -> logits (batch, rows, num_classes): the classifier applied to the top
-        hidden state after each row, i.e. what the model would answer having read that many rows."""
+        """images (batch, rows, columns) -> logits (batch, rows, num_classes): what the model would answer having
+        read that many rows."""
         return self._in_chunks(self._per_row_logits, images)
 
     def _logits(self, images: Tensor) -> Tensor:

@@ -23,16 +23,16 @@ Batch = tuple[Tensor, Tensor]  # images (batch, 28, 28), labels (batch,)
 class RowLSTMModule(L.LightningModule):
     """Trains RowLSTMClassifier with cross-entropy and logs slash-named metrics (train/loss, val/acc_best...).
 
-    The architecture arguments are saved in every checkpoint (`hparams`), so a checkpoint rebuilds its own model.
-    The optimiser and scheduler are partials (conf/model/lstm.yaml) completed in configure_optimizers. How fast
-    the model computes is a setting of the run (conf/speed/, mnist_lstm/fast/), never saved with it.
+    The architecture arguments are saved in every checkpoint, so a checkpoint rebuilds its own model; the
+    optimiser and scheduler are partials completed in configure_optimizers. How fast the model computes is a
+    setting of the run (conf/speed/), never saved with it.
     """
 
     def __init__(
         self,
-        hidden_size: int = 256,
-        layer_num: int = 2,
-        dropout: float = 0.5,
+        hidden_size: int,
+        layer_num: int,
+        dropout: float = 0.0,
         forget_bias: float = 1.0,
         cell: str = "custom",
         input_size: int = 28,
@@ -49,8 +49,8 @@ class RowLSTMModule(L.LightningModule):
             orthogonal_recurrent_weights_(self.net)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        # validate_args=False: predictions come from argmax and labels from MNIST, always in range, and the check
-        # (torch.unique) would make the CPU wait for the GPU at every step.
+        # validate_args=False: argmax and MNIST's labels are always in range, and the check would make the CPU wait
+        # for the GPU at every step.
         self.accuracy_options = {"num_classes": num_classes, "average": "micro", "validate_args": False}
         self.val_acc = MulticlassAccuracy(**self.accuracy_options)
         self.test_acc = MulticlassAccuracy(**self.accuracy_options)
@@ -67,20 +67,15 @@ class RowLSTMModule(L.LightningModule):
         return F.cross_entropy(logits, labels, label_smoothing=label_smoothing), logits, labels
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        # (Label smoothing trains towards targets of 1 - s on the label and s / 10 elsewhere; validation and test
-        # report the plain cross-entropy.)
+        # Label smoothing in training only: validation and test report the plain cross-entropy.
         loss, logits, labels = self.model_step(batch, self.hparams.label_smoothing)
         self.log_training_metrics(loss, logits, labels)
         return loss
 
     def log_training_metrics(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
-        """train/loss and the batch's train/acc, on the steps whose metrics Lightning writes (every
-        `trainer.log_every_n_steps`; with 0 it writes none, and the progress bar shows them at every step).
-
-        Only then: `self.log` costs CPU time at every call, and the values are copied to the CPU once, on a step
-        the logger writes (it waits for the device then anyway), since the progress bar reads them at every step
-        (`.item()`), which on a GPU would make the CPU wait for the GPU at every step. The same curves either way.
-        """
+        """train/loss and train/acc, only on the steps the logger writes (every `log_every_n_steps`; 0: every step,
+        for the progress bar): `self.log` costs CPU time, and reading a value makes the CPU wait for the GPU.
+        Copied to the CPU together, once, so the progress bar's `.item()` does not wait again."""
         every = self.trainer.log_every_n_steps
         if every > 0 and (self.trainer.global_step + 1) % every != 0:
             return
@@ -107,7 +102,7 @@ class RowLSTMModule(L.LightningModule):
         self.test_acc.update(predictions, labels)
         self.log("test/loss", loss, batch_size=len(labels), sync_dist=True)
         self.log("test/acc", self.test_acc)
-        return predictions  # for callbacks (TestFigures' confusion matrix), so they need not predict again
+        return predictions  # for TestFigures' confusion matrix
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
@@ -115,14 +110,14 @@ class RowLSTMModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        # Schedules here are in optimiser steps (the budget is max_steps), not epochs.
+        # In optimiser steps (the budget is max_steps), not epochs.
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def orthogonal_recurrent_weights_(net: RowLSTMClassifier) -> None:
-    """Each gate's recurrent weight (hidden x hidden) an orthogonal matrix: a common start for RNNs, whose repeated
-    products with it then neither grow nor shrink the state (Saxe et al., 2014)."""
+    """Each gate's recurrent weight (hidden x hidden) orthogonal, so repeated products with it neither grow nor
+    shrink the state (Saxe et al., 2014)."""
     if isinstance(net.lstm, StackedLSTM):
         recurrent = [layer.gates.weight.data[:, layer.input_size :] for layer in net.lstm.layers]  # weight_hh
     else:  # nn.LSTM's own

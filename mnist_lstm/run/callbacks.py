@@ -22,52 +22,37 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointOnInterrupt(L.Callback):
-    """On SIGTERM (what schedulers send) or Ctrl-C: finish the current step, save `last.ckpt`, exit.
-
-    Lightning already turns SIGTERM into a SIGTERMException at the end of a training step (after that
-    step's validation, if any), a point a checkpoint can resume from exactly. During training, Ctrl-C is
-    routed to the same path; a second Ctrl-C stops at once (the previous checkpoints stay intact).
-    The process then exits with 128 + the signal number, as if the signal had killed it.
+    """On SIGTERM (what schedulers send) or Ctrl-C: finish the step, save last.ckpt, say how to continue, and exit
+    with 128 + the signal, as if it had killed the process; a second Ctrl-C stops at once.
+    Not OnExceptionCheckpoint: that saves mid-step on any error, in fast_dev_run too, and deletes its file after a fit.
     """
 
-    def __init__(self) -> None:
-        self.signal: signal.Signals | None = None
-        self.saved_path: Path | None = None
-        self._previous_sigint: Any = None
+    def __init__(self, dirpath: str) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.signal = signal.SIGTERM
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        # Lightning's own Ctrl-C stops mid-step (no exact resume) and exits with 1: pass it to Lightning's SIGTERM
+        # handler instead, which stops at the end of the step. Lightning puts the previous handler back after the fit.
+        signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is not None:
+        if self.signal == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signal.SIGINT
         log.warning("Ctrl-C: finishing this step and saving a checkpoint (press Ctrl-C again to stop at once)")
-        lightning_handler = signal.getsignal(signal.SIGTERM)  # Lightning's, installed for the fit
-        if callable(lightning_handler):
-            lightning_handler(signal.SIGTERM, frame)
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, frame)  # Lightning's
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.fast_dev_run:
+        if not isinstance(exception, SIGTERMException):  # raised by Lightning at the end of the step
             return
-        self.signal = self.signal or signal.SIGTERM
-        checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
-        path = Path(checkpoint_dir or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
-        trainer.save_checkpoint(path)
-        self.saved_path = path
-        log.warning(
-            f"{self.signal.name} at step {trainer.global_step}: saved {path}; "
-            f"continue with: python {sys.argv[0]} ckpt_path={path}"
-        )
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + int(self.signal or signal.SIGTERM)
+        exception.code = 128 + self.signal  # SIGTERMException is a SystemExit: this is the exit status
+        if trainer.state.fn == "fit" and not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path)
+            log.warning(
+                f"{self.signal.name} at step {trainer.global_step}: saved {self.path}; "
+                f"continue with: python {sys.argv[0]} ckpt_path={self.path}"
+            )
 
 
 def rng_states() -> dict[str, Any]:
@@ -94,12 +79,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RestoreRNG(L.Callback):
-    """Saves the global RNG states in every checkpoint and restores them when training resumes, so the
-    resumed run draws the same dropout masks as an uninterrupted one (Lightning does not save them).
-
-    They are put back at the start of training, after the sanity check and the dataloader setup, which
-    an uninterrupted run had also done before the step the checkpoint was taken at.
-    """
+    """Saves the global RNG states in every checkpoint and restores them when training resumes, so a resumed run
+    draws the dropout masks an unbroken one would (Lightning does not save them). They go back at the start of
+    training, after the sanity check and the dataloaders, which an unbroken run had also been through."""
 
     def __init__(self) -> None:
         self._to_restore: dict[str, Any] | None = None
@@ -117,21 +99,16 @@ class RestoreRNG(L.Callback):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stops training at the first step whose loss is NaN or infinite, before any checkpoint, logger or validation
-    sees it, and says which step it was.
+    """Stops training at the first step whose loss is NaN or infinite, before its backward pass, so neither the
+    weights nor any checkpoint see it, and names the step (with speed.cuda_graph=whole_step, whose training_step
+    has already updated the weights, only the checkpoints). EarlyStopping(check_finite=True) looks only at
+    validation, after the damage.
 
-    On the CPU the loss is checked before its backward pass: the weights stay as they were after the last good
-    step (with speed.cuda_graph=whole_step, whose training_step has already updated them, only the checkpoints do).
-    (Lightning's EarlyStopping(check_finite=True) only looks at validation time, after the damage.)
-
-    On a GPU (`deferred`, by default there) reading the loss makes the CPU wait for the GPU at every step, which
-    leaves a CUDA-graphed step waiting on Lightning's CPU work and the reverse. There each step's loss is kept on
-    the device and they are read together where the GPU has caught up anyway or where something would see the
-    weights: before the backward pass of each step whose metrics Lightning writes (every
-    `trainer.log_every_n_steps`; RowLSTMModule has just copied them to the CPU, so only this step's loss is still
-    being computed), before validation, before a checkpoint is written, and at the end of training. The run then
-    stops up to that many steps late, and the weights in memory have taken the bad steps, but every checkpoint is
-    still from before the first one.
+    `deferred` (by default on a GPU): reading a loss makes the CPU wait for the GPU, so the losses are kept on the
+    device and read together only where the GPU has caught up anyway or something is about to see the weights:
+    on the steps whose metrics Lightning writes (every `trainer.log_every_n_steps`), before validation, before a
+    checkpoint is written and at the end of training. The stop then comes up to that many steps late, with the
+    weights in memory past the bad step, but every checkpoint is still from before it.
     """
 
     def __init__(self, deferred: bool | None = None) -> None:

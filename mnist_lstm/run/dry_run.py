@@ -9,38 +9,81 @@ and schedule on one stand-in parameter, and the memory a run needs is estimated 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import math
 import os
 import sys
+import typing
 
 import hydra
+import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from mnist_lstm.config.checks import cuda_graph_world_size_refusal
 from mnist_lstm.errors import UserError
+from mnist_lstm.fast.cuda_graph import cuda_graph_refusal
 from mnist_lstm.model.lstm import RowLSTMClassifier
 from mnist_lstm.quiet import quiet
-from mnist_lstm.run.train import build_model
+from mnist_lstm.run.train import build_model, trainer_arguments
 
 GIB = 2**30
 ROWS, COLUMNS, CLASSES = 28, 28, 10
+TRAINING_IMAGES = 60_000  # the official training set, split into training and validation images
+MAX_VALIDATIONS = 1_000  # more, and a run spends its time validating: each reads every validation image
 MNIST_BYTES = (60_000 + 10_000) * ROWS * COLUMNS * (4 + 1)  # float32 in memory, and the uint8 it is read from
 PROCESS_BYTES = 1 * GIB  # Python, torch and Lightning themselves, before any tensor
 
 
+def check_rules(cfg: DictConfig) -> None:
+    """What involves several keys of train.py's config (each key alone: mnist_lstm/config/schema.py)."""
+    left = TRAINING_IMAGES - cfg.data.val_size
+    if cfg.batch_size > left:
+        raise UserError(
+            f"batch_size={cfg.batch_size} is larger than the {left:,} training images data.val_size="
+            f"{cfg.data.val_size} leaves: lower batch_size, or data.val_size"
+        )
+    validations = cfg.max_steps // cfg.val_every
+    if validations > MAX_VALIDATIONS:
+        raise UserError(
+            f"val_every={cfg.val_every} would validate {validations:,} times in max_steps={cfg.max_steps} (each "
+            f"reads all {cfg.data.val_size:,} validation images): raise val_every to at least "
+            f"{math.ceil(cfg.max_steps / MAX_VALIDATIONS)}"
+        )
+    if cfg.speed.loop == "triton":
+        if cfg.model.cell == "torch":
+            raise UserError(
+                "speed.loop=triton runs our loop's elementwise work as Triton kernels, and model.cell=torch is "
+                "nn.LSTM's own loop; use model.cell=custom, or speed.loop=fused"
+            )
+        if importlib.util.find_spec("triton") is None:
+            raise UserError(
+                "speed.loop=triton needs the triton package, which PyTorch's CUDA builds for Linux install; "
+                "pip install triton, or use speed.loop=fused"
+            )
+
+
 def dry_run(cfg: DictConfig) -> None:
-    """Build train.py's objects from `cfg` (resolvable: mnist_lstm.cli.command_line.as_one_job) without training
-    or writing anything; raise UserError, one line, for what they refuse or a run that cannot fit."""
+    """Build train.py's objects from `cfg` (resolved: mnist_lstm.cli.as_one_job) without training or writing
+    anything; raise UserError, one line, for what they refuse or a run that cannot fit."""
     with quiet("lightning.pytorch", "lightning.fabric"):  # (its lines about the devices: the run says them)
-        callbacks = [_build(f"callbacks.{name}", c) for name, c in cfg.get("callbacks", {}).items() if c is not None]
-        trainer = _build("trainer", cfg.trainer, callbacks=callbacks, logger=False)
-    if cfg.speed.cuda_graph != "none" and trainer.world_size > 1:
-        raise UserError(cuda_graph_world_size_refusal(cfg.speed.cuda_graph, trainer.world_size))
-    device = trainer.strategy.root_device
-    needed = training_bytes(
-        cfg.model.hidden_size, cfg.model.layer_num, cfg.batch_size, cfg.data.eval_batch_size, cfg.speed.loop
+        callbacks = [_build(f"callbacks.{name}", c) for name, c in (cfg.get("callbacks") or {}).items() if c]
+        arguments = _build("trainer", cfg.trainer, _partial_=True, _convert_="all", **trainer_arguments(cfg)).keywords
+        _check_types(arguments)
+        trainer = _build("trainer", cfg.trainer, callbacks=callbacks, logger=False, **trainer_arguments(cfg))
+    refusal = cuda_graph_refusal(
+        cfg.speed.cuda_graph,
+        precision=str(trainer.precision),
+        compile=cfg.speed.compile,
+        processes=trainer.world_size,
+        accumulate_grad_batches=trainer.accumulate_grad_batches,
+        scheduler=cfg.model.scheduler is not None,
     )
+    if refusal:
+        raise UserError(refusal)
+    device = trainer.strategy.root_device
+    needed = training_bytes(cfg.hidden_size, cfg.layer_num, cfg.batch_size, cfg.data.eval_batch_size, cfg.speed.loop)
     available, where = available_bytes(device, str(cfg.trainer.get("strategy", "")))
     if available is not None and needed > available:
         raise UserError(
@@ -57,7 +100,22 @@ def dry_run(cfg: DictConfig) -> None:
             raise UserError(f"model refused its options: {reason}; change model.* overrides") from err
 
 
-def _build(key: str, node: DictConfig, **kwargs: object) -> object:
+def _check_types(arguments: dict[str, object]) -> None:
+    """The Trainer's arguments against the types its signature declares (it checks few of them itself)."""
+    hints = typing.get_type_hints(L.Trainer.__init__)
+    strict = ConfigDict(strict=True, arbitrary_types_allowed=True)
+    for key, value in arguments.items():
+        if key not in hints:
+            continue
+        try:
+            TypeAdapter(hints[key], config=strict).validate_python(value)
+        except ValidationError as err:  # (a union: what each of its members wants)
+            wants = dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in err.errors())
+            reason = f"trainer.{key} should be {' or '.join(wants)} (Lightning's Trainer)"
+            raise UserError(f"invalid value trainer.{key}={value!r}: {reason}") from None
+
+
+def _build(key: str, node: DictConfig, **kwargs: object) -> typing.Any:
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -73,7 +131,7 @@ def _check_optimisation(cfg: DictConfig, capturable: bool) -> None:
     """The optimiser and the schedule as configured, on one stand-in parameter: torch checks their arguments.
     `capturable`: as speed.cuda_graph=whole_step builds it on a GPU (WholeStepGraphModule.configure_optimizers)."""
     stand_in = torch.zeros(1, requires_grad=True)
-    optimizer_factory = hydra.utils.instantiate(cfg.model.optimizer)
+    optimizer_factory = hydra.utils.instantiate(cfg.model.optimizer, lr=cfg.lr)
     if capturable:
         optimizer_factory = functools.partial(optimizer_factory, capturable=True)
     optimizer = _call("model.optimizer", optimizer_factory, [stand_in])

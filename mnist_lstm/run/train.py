@@ -3,38 +3,37 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lstm import fast
 from mnist_lstm.checkpoint import load_checkpoint
-from mnist_lstm.config.checks import hyperparameters
-from mnist_lstm.run.callbacks import CheckpointOnInterrupt
+from mnist_lstm.config.schema import hyperparameters
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and test one model as `cfg` says; return the final metrics (val/acc_best, test/acc...). The command
-    line has checked `cfg`, and built its objects once (mnist_lstm/cli/, mnist_lstm/run/dry_run.py)."""
+    line has checked `cfg`, and built its objects once (mnist_lstm/cli.py, mnist_lstm/run/dry_run.py)."""
     output_dir = Path(cfg.paths.output_dir)
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, batch_size=cfg.batch_size)
     datamodule.prepare_data()  # fail on missing data now, before a model or logger exists
 
     L.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg)
-    callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     ckpt_path = cfg.get("ckpt_path")
     # A resumed run continues its TensorBoard curves: whatever the stopped run logged after its checkpoint is hidden.
     resumed_step = int(load_checkpoint(ckpt_path).get("global_step", 0)) if ckpt_path else None
-    loggers: list[Logger] = [_logger(c, resumed_step) for c in cfg.get("logger", {}).values() if c is not None]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggers: list[Logger] = [_logger(c, resumed_step) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_arguments(cfg)
+    )
     fast.speed_up(model, cfg.speed.loop, cfg.speed.compile, trainer.strategy.root_device)
 
     log.info(f"Run directory: {output_dir.resolve()}")
@@ -42,11 +41,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if isinstance(logger, TensorBoardLogger):
             log.info(f"Watch it with: tensorboard --logdir {Path(logger.log_dir).resolve()}")
 
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SIGTERMException:  # SIGTERM or Ctrl-C: CheckpointOnInterrupt saved last.ckpt and said how to resume
-        interrupt = next((c for c in callbacks if isinstance(c, CheckpointOnInterrupt)), None)
-        sys.exit(interrupt.exit_code if interrupt else 143)
+    # SIGTERM or Ctrl-C: CheckpointOnInterrupt saves last.ckpt, says how to resume and sets the exit status
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.test:
@@ -68,10 +64,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def task(cfg: DictConfig) -> float | None:
+    """scripts/train.py's Hydra task: train, and return the metric Hydra sweepers optimise (`optimized_metric`)."""
+    return train(cfg).get(cfg.get("optimized_metric"))
+
+
 def build_model(cfg: DictConfig) -> L.LightningModule:
-    """The model and how it learns (conf/model/), as the module class the run's speed setting trains
-    (conf/speed/: RowLSTMModule, or its CUDA-graph subclass; the same arguments and checkpoints)."""
-    return hydra.utils.instantiate(cfg.model, _target_=fast.module_class(cfg.speed.cuda_graph))
+    """The model and how it learns (conf/model/, the top-level knobs), as the module class the run's speed setting
+    trains (conf/speed/: RowLSTMModule, or its CUDA-graph subclass; the same arguments and checkpoints)."""
+    return hydra.utils.instantiate(
+        cfg.model,
+        hidden_size=cfg.hidden_size,
+        layer_num=cfg.layer_num,
+        dropout=cfg.dropout,
+        optimizer={"lr": cfg.lr},
+        _target_=fast.module_class(cfg.speed.cuda_graph),
+    )
+
+
+def trainer_arguments(cfg: DictConfig) -> dict[str, int]:
+    """What the Trainer takes from the top-level knobs: the budget, and validating every `val_every` steps counted
+    across epochs (at least once in a shorter run)."""
+    return {"max_steps": cfg.max_steps, "val_check_interval": min(cfg.val_every, cfg.max_steps)}
 
 
 def _logger(logger_cfg: DictConfig, resumed_step: int | None) -> Logger:

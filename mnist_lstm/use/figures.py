@@ -1,7 +1,6 @@
 """What the model believes after each row it reads, and where it goes wrong: the numbers and the figures.
 
-The figures are plain matplotlib `Figure`s (no pyplot state), saved by the scripts and logged to
-TensorBoard by the training callback alike.
+Plain matplotlib `Figure`s (no pyplot state): the scripts save them, the training callback logs them.
 """
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ UNREAD = "#7f7f7f"  # veil over the rows the model has not read yet
 
 @torch.no_grad()
 def per_row_probabilities(model: RowLSTMClassifier | Any, images: Tensor) -> Tensor:
-    """images (batch, 28, 28) -> class probabilities (batch, 28, 10) after each row read: the softmax of the
-    classifier applied to the top layer's hidden state at every timestep. The last row's is the model's answer.
-    `model`: the classifier, or anything with its `per_row_logits` (an exported model: mnist_lstm/use/models.py)."""
+    """images (batch, 28, 28) -> class probabilities (batch, 28, 10) after each row read; the last row's are the
+    answer. `model`: the classifier, or anything with its `per_row_logits` (an exported model: models.py)."""
     return model.per_row_logits(images).softmax(dim=-1)
 
 
@@ -53,8 +51,8 @@ CELL_WIDTH, CELL_HEIGHT = DIGIT + GAP + CHART + MARGIN, TITLE + DIGIT + LABELS
 
 def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | None, columns: int = 4) -> None:
     """After each row t: the digit with the rows not read yet veiled, beside a bar chart of the 10 probabilities
-    (0..1). All in one axes, placed by hand: one axes per panel (56 of them) took over a second per figure to
-    build and draw, most of the time a training run spends on its test figures."""
+    (0..1). All in one axes placed by hand, the shapes in a few collections: matplotlib's time to build and draw
+    a figure grows with its axes and artists."""
     rows, classes = probabilities.shape
     bar_width = CHART / classes
     bars, bar_colours, veils, cuts, frames, halves = [], [], [], [], [], []
@@ -81,8 +79,7 @@ def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | 
         if t + columns >= rows:  # the classes under the bottom charts (every chart has them in the same order)
             for k, centre in enumerate(centres):
                 ax.text(centre, bottom + 0.6, str(k), ha="center", va="top", fontsize=7)
-    ax.add_collection(PatchCollection(bars, facecolors=bar_colours, linewidth=0))  # (one collection: ax.bar's
-    # 280 separate patches took a third of the figure's time)
+    ax.add_collection(PatchCollection(bars, facecolors=bar_colours, linewidth=0))
     ax.add_collection(PatchCollection(veils, facecolor=UNREAD, alpha=0.75, linewidth=0))
     ax.add_collection(LineCollection(cuts, colors=WRONG, linewidths=1.0))
     ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.8))
@@ -119,25 +116,11 @@ def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = Non
     ax_digit.set_title(f"{truth}predicted {answer} ({probabilities[-1, answer]:.0%})", fontsize=13)
     steps = torch.arange(1, rows + 1)
     for k in range(classes):
-        emphasis = k in (label, answer)
-        ax_lines.plot(
-            steps,
-            probabilities[:, k],
-            color=f"C{k}",
-            linewidth=3.0 if emphasis else 1.2,
-            alpha=1.0 if emphasis else 0.6,
-            label=str(k),
-        )
-        ax_lines.annotate(
-            str(k),
-            (rows, float(probabilities[-1, k])),
-            xytext=(4, 0),
-            textcoords="offset points",
-            color=f"C{k}",
-            fontsize=11,
-            va="center",
-            fontweight="bold" if emphasis else "normal",
-        )
+        width, alpha, weight = (3.0, 1.0, "bold") if k in (label, answer) else (1.2, 0.6, "normal")
+        ax_lines.plot(steps, probabilities[:, k], color=f"C{k}", linewidth=width, alpha=alpha, label=str(k))
+        at_end = (rows, float(probabilities[-1, k]))
+        style = {"color": f"C{k}", "fontsize": 11, "va": "center", "fontweight": weight}
+        ax_lines.annotate(str(k), at_end, xytext=(4, 0), textcoords="offset points", **style)
     ax_lines.set(xlim=(1, rows + 1), ylim=(-0.02, 1.02), xlabel="rows read", ylabel="probability")
     ax_lines.set_xticks([1, 4, 7, 10, 13, 16, 19, 22, 25, 28])
     ax_lines.grid(alpha=0.3)
@@ -147,14 +130,9 @@ def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = Non
     # The 7x4 grid of the tutorial: after row t, the digit read so far and the 10 probabilities.
     ax_grid = fig.add_subplot(outer[1])
     _draw_row_grid(ax_grid, image.cpu(), probabilities, label)
-    fig.text(
-        0.5,
-        ax_grid.get_position().y1 + 0.012,
-        "after each row: the rows read so far (unread rows veiled) and the class probabilities "
-        + ("(the predicted class blue)" if label is None else "(true class green, a wrong answer red)"),
-        ha="center",
-        fontsize=12,
-    )
+    colours = "(the predicted class blue)" if label is None else "(true class green, a wrong answer red)"
+    heading = f"after each row: the rows read so far (unread rows veiled) and the class probabilities {colours}"
+    fig.text(0.5, ax_grid.get_position().y1 + 0.012, heading, ha="center", fontsize=12)
     if title:
         fig.suptitle(title, fontsize=15, fontweight="bold")
     return fig
@@ -175,15 +153,8 @@ def confusion_figure(confusion: Tensor, title: str = "") -> Figure:
         for j in range(classes):
             count = int(confusion[i, j])
             if count:
-                ax.text(
-                    j,
-                    i,
-                    str(count),
-                    ha="center",
-                    va="center",
-                    fontsize=9,
-                    color="white" if shares[i, j] > 0.5 else ("#b00000" if i != j else "black"),
-                )
+                colour = "white" if shares[i, j] > 0.5 else ("#b00000" if i != j else "black")
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=9, color=colour)
     ax.set_xticks(range(classes))
     ax.set_yticks(range(classes))
     ax.set(xlabel="predicted digit", ylabel="true digit")

@@ -21,12 +21,10 @@ from mnist_lstm.errors import UserError
 
 SIZE = 28  # the MNIST field
 BOX = 20  # the digit's longer side in MNIST
-
-
 MAX_PIXELS = 40_000_000  # 40 megapixels: a photo of a digit needs far less, and a small file can claim far more
 
 
-def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def read_image(path: str | Path) -> Image.Image:
     """Open a PNG/JPEG/... file fully, or raise a one-line UserError saying why not (see decode_image)."""
     path = Path(path).expanduser()
     if not path.exists():
@@ -37,7 +35,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise UserError(f"image {path} is empty (0 bytes); pass image=<a PNG or JPEG file of one digit>")
     try:
         with path.open("rb") as file:
-            return decode_image(file, max_pixels)
+            return decode_image(file)
     except UserError as err:
         raise type(err)(f"{path}: {err}") from None
     except OSError as err:
@@ -45,20 +43,16 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
 
 
 class NotAnImage(UserError):
-    """Bytes that are no image format Pillow knows."""
-
-
-class DamagedImage(UserError):
-    """An image whose header reads but whose pixels do not decode (truncated, corrupted)."""
+    """Bytes that are no image format Pillow knows (the demo answers 415)."""
 
 
 class TooManyPixels(UserError):
-    """An image larger than the caller's limit, refused from its header, before decoding."""
+    """An image larger than the caller's limit, refused from its header (the demo answers 413)."""
 
 
 def decode_image(data: bytes | BinaryIO, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
-    """An image file, in memory (an upload, a drawing) or open, decoded fully, or one of the UserErrors above with
-    a one-line reason. `max_pixels`: refuse a larger image from its header alone, before decoding it."""
+    """An image file, in memory (an upload, a drawing) or open, decoded fully, or a UserError.
+    A larger image than `max_pixels` is refused from its header, before decoding."""
     try:
         image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
     except UnidentifiedImageError as err:
@@ -66,7 +60,7 @@ def decode_image(data: bytes | BinaryIO, max_pixels: int | None = MAX_PIXELS) ->
     except Image.DecompressionBombError as err:  # a header far past Pillow's own limit
         raise TooManyPixels(f"the image is too large to decode ({err})") from err
     except Exception as err:  # a damaged header: each format's reader raises its own kind of error
-        raise DamagedImage(f"the image is damaged or truncated ({_reason(err)}): save it again as PNG or JPEG") from err
+        raise UserError(f"the image is damaged or truncated ({_reason(err)}): save it again as PNG or JPEG") from err
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise TooManyPixels(
@@ -78,7 +72,7 @@ def decode_image(data: bytes | BinaryIO, max_pixels: int | None = MAX_PIXELS) ->
     except Image.DecompressionBombError as err:
         raise TooManyPixels(f"the image is too large to decode ({err})") from err
     except Exception as err:
-        raise DamagedImage(f"the image is damaged or truncated ({_reason(err)}): save it again as PNG or JPEG") from err
+        raise UserError(f"the image is damaged or truncated ({_reason(err)}): save it again as PNG or JPEG") from err
     return image
 
 
@@ -139,8 +133,8 @@ def _offset(digit: Tensor, dim: int) -> int:
 
 
 def digit_of(image: Image.Image) -> Tensor:
-    """A decoded picture of one digit as a (28, 28) float image in MNIST's convention: what the model reads.
-    The one preparation of every picture: predict.py's files and the demo's drawings and uploads alike."""
+    """A decoded picture of one digit as a (28, 28) image in MNIST's convention: the one preparation of
+    predict.py's files and the demo's drawings and uploads alike."""
     return to_mnist(grey_levels(image))
 
 

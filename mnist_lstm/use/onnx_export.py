@@ -144,7 +144,7 @@ def _parity(reader: RowReader, path: Path, images: int = 256) -> dict[str, Any] 
 
 
 def sidecar_info(ckpt: Path, checkpoint: dict, per_row: bool, parity: dict | None) -> dict[str, Any]:
-    """What the sidecar JSON says: how to feed the model, what it answers, where it came from."""
+    """The sidecar JSON: how to feed the model, what it answers, where it came from."""
     outputs = {"logits": "float32 (batch, 10): the class scores after the last row; softmax for probabilities"}
     if per_row:
         outputs["per_row_logits"] = "float32 (batch, 28, 10): the class scores after each row read"
@@ -156,14 +156,12 @@ def sidecar_info(ckpt: Path, checkpoint: dict, per_row: bool, parity: dict | Non
         "classes": [str(k) for k in range(CLASSES)],
         "checkpoint": str(ckpt.resolve()),
         "global_step": int(checkpoint.get("global_step", 0)),
-        "hyper_parameters": {k: v for k, v in checkpoint["hyper_parameters"].items() if _plain(v)},
+        "hyper_parameters": {
+            k: v for k, v in checkpoint["hyper_parameters"].items() if isinstance(v, bool | int | float | str | None)
+        },
         "exported_with": {"torch": torch.__version__},
         "parity": parity,
     }
-
-
-def _plain(value: Any) -> bool:
-    return isinstance(value, (bool, int, float, str)) or value is None
 
 
 def _writable(folder: Path) -> None:

@@ -29,12 +29,9 @@ FigureJob = tuple[str, Callable[..., Figure], tuple[Any, ...]]
 
 
 class TestFigures(L.Callback):
-    """During `trainer.test` (train.py tests the best checkpoint after fitting), count (true, predicted)
-    pairs; at its end, log `test/confusion_matrix` and `test/reading_<index>` for each of `digits`
-    (indices into the test set) to every TensorBoard logger.
-
-    `processes`: how many figures are drawn at once, each in a process of its own (see `draw`); by default
-    one per figure, up to the CPUs this process may use; 1 draws them here, one after another.
+    """During `trainer.test`, count (true, predicted) pairs; at its end, log `test/confusion_matrix` and
+    `test/reading_<index>` for each of `digits` (indices into the test set) to every TensorBoard logger.
+    `processes`: see `draw`.
     """
 
     __test__ = False  # not a pytest test class, despite its name
@@ -58,7 +55,7 @@ class TestFigures(L.Callback):
         writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not writers or trainer.sanity_checking:
             return
-        # Each figure's PNG compression, which lets go of the GIL, runs in a thread as soon as it is drawn.
+        # Each figure's PNG compression lets go of the GIL: in a thread as soon as it is drawn.
         logged, step = [], trainer.global_step
         with ThreadPoolExecutor() as compressor:
             for tag, pixels in draw(self._figures(trainer, pl_module), self.processes):
@@ -84,13 +81,11 @@ class TestFigures(L.Callback):
 def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """(tag, the figure drawn as (height, width, 3) bytes) for each job, in order.
 
-    matplotlib holds the GIL while it builds and draws a figure (~0.2-0.6 s each, CPU-bound), so threads would
-    take turns: the figures are drawn at once in `processes` forked processes (default: one per figure, up to
-    the CPUs this process may use), which start as copies of this one: no imports, and nothing to send but the
-    few numbers each figure shows and its pixels back. Where fork is not safe to use (only Linux is assumed to
-    be), with one process, or in a daemonic process, they are drawn here one after another; also the rest of
-    them if the processes cannot start or one dies: the figures are not worth failing a run that has trained
-    and tested.
+    matplotlib holds the GIL while it builds and draws a figure, so threads would take turns: the figures are
+    drawn at once in `processes` forked processes (default: one per figure, up to the CPUs this process may
+    use), copies of this one with nothing to import, sent only the numbers to show. Off Linux (where fork is
+    not assumed safe), with one process, or in a daemonic one, they are drawn here one after another; so are
+    the rest if the processes cannot start or one dies: figures are not worth failing a run that has trained.
     """
     if processes is None:
         processes = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
