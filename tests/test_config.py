@@ -18,7 +18,7 @@ from mnist_lstm.model.lstm import StackedLSTM, TorchStackedLSTM
 from mnist_lstm.model.module import RowLSTMModule
 from mnist_lstm.run.dry_run import check_rules
 from mnist_lstm.run.train import build_model, trainer_arguments
-from tests.helpers import compose_train
+from tests.helpers import compose_train, run_script
 
 
 def check_command_line(*overrides: str, tmp_path: Path) -> None:
@@ -222,3 +222,15 @@ def test_triton_without_the_package_is_refused(monkeypatch: pytest.MonkeyPatch) 
     check(compose_train("speed=fused"))  # not asked for: not needed
     with pytest.raises(UserError, match="speed.loop=triton needs the triton package"):
         check(compose_train("speed.loop=triton"))
+
+
+@pytest.mark.parametrize("script", ["train", "predict"])
+def test_help_lists_every_key_with_its_type_range_and_meaning(script: str) -> None:
+    """--help reads the schema, the one place each key is declared."""
+    result = run_script(f"{script}.py", "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ") and line.split()}
+    for key, field in schema.knobs(schema.SCHEMAS[script]).items():
+        assert key in lines and field.description in lines[key], key
+    if script == "train":
+        assert lines["layer_num"].split()[1:3] == ["int", ">="] and "custom|torch" in lines["model.cell"]

@@ -8,6 +8,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from mnist_lstm.config.schema import keys_help
+
 
 def sweep_run_name() -> str:
     """`${sweep_run_name:}` in conf/logger/tensorboard.yaml: in a multirun the job's overrides
@@ -21,6 +23,7 @@ def sweep_run_name() -> str:
 
 RESOLVERS = {
     "sweep_run_name": sweep_run_name,
+    "keys_help": keys_help,  # `${keys_help:train}`: a script's --help, from mnist_lstm/config/schema.py
 }
 for _name, _resolver in RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):

@@ -12,6 +12,7 @@ resumed run must match it).
 from __future__ import annotations
 
 import difflib
+import typing
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -260,3 +261,17 @@ def hyperparameters(cfg: Any) -> dict[str, Any]:
 def architecture() -> list[str]:
     """The keys a checkpoint must match to be resumed (`architecture=True`), as train.py's config spells them."""
     return [key for key, field in knobs().items() if field.json_schema_extra["architecture"]]
+
+
+def keys_help(config_name: str) -> str:
+    """Every key of a script and what it takes, for its --help (`${keys_help:train}` in its YAML)."""
+    words = {"ge": ">=", "gt": ">", "lt": "<", "le": "<="}
+    lines = []
+    for key, field in knobs(SCHEMAS[config_name]).items():
+        choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Literal else ()
+        kind = "|".join(choices) or getattr(field.annotation, "__name__", str(field.annotation).replace("typing.", ""))
+        bounds = " ".join(
+            f"{sign} {getattr(b, k)}" for b in field.metadata for k, sign in words.items() if hasattr(b, k)
+        )
+        lines.append(f"  {key:<24} {kind + (' ' + bounds if bounds else ''):<28} {field.description}")
+    return "\n".join(lines)
