@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override, OverrideType
+from hydra.core.override_parser.types import IntervalSweep, Override, OverrideType, QuotedString
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -124,7 +124,7 @@ def check_command_line(config_name: str, argv: list[str], resumable: bool = Fals
     explicit_dir = _plain_value(settings.get("hydra.run.dir"))
     resuming = run_dir is not None and (explicit_dir is None or Path(explicit_dir).resolve() == run_dir)
     if resuming:
-        overrides = resume_overrides(run_dir, overrides, list(settings))
+        overrides = [_quoted(line) for line in resume_overrides(run_dir, overrides, list(settings))]
         parsed = [_parse(line) for line in overrides]
 
     cfg = compose_config(config_name, parsed)
@@ -293,7 +293,7 @@ def _sweep_values(override: Override) -> list[Any]:
     value = override.value()
     if isinstance(value, IntervalSweep):
         return [value.start, value.end]
-    return list(override.sweep_iterator())
+    return [v.text if isinstance(v, QuotedString) else v for v in override.sweep_iterator()]
 
 
 def _single_job(override: Override) -> str:

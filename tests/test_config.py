@@ -4,6 +4,7 @@ refusal of the command-line check (mnist_lstm/cli.py, from the schema in mnist_l
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,38 @@ def test_help_lists_every_key_with_its_type_range_and_meaning(script: str) -> No
         assert key in lines and field.description in lines[key], key
     if script == "train":
         assert lines["layer_num"].split()[1:3] == ["int", ">="] and "custom|torch" in lines["model.cell"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("+model.optimizer.lr=0.01", "model.optimizer.lr is set from lr: write lr=<value>"),
+        ("+trainer.max_steps=5", "trainer.max_steps is set from max_steps: write max_steps=<value>"),
+        ("+model.hidden_size=64", "unknown key 'model.hidden_size': did you mean hidden_size?"),
+        ("model._target_=x.Y", "invalid value model._target_='x.Y'"),
+        ("model.optimizer._target_=torch.optim.Nope", "model.optimizer._target_='torch.optim.Nope' names nothing"),
+        ("data._target_=x.Nope", "data._target_='x.Nope' names nothing importable"),
+        ("logger.tensorboard._target_=x.Y", "logger.tensorboard._target_='x.Y' names nothing importable"),
+        ("index=[1,a]", "invalid value index=[1, 'a']"),
+    ],
+)
+def test_nothing_typed_is_silently_ignored_or_blamed_on_another_key(
+    override: str, expected: str, tmp_path: Path
+) -> None:
+    script = "visualize" if override.startswith("index") else "train"
+    with pytest.raises(UserError) as err:
+        cli.check_command_line(script, [override, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert str(err.value).startswith(expected), str(err.value)
+
+
+def test_groups_emptied_and_quoted_sweep_values_are_accepted(tmp_path: Path) -> None:
+    cli.check_command_line("train", ["callbacks=[]", "logger=[]", f"hydra.run.dir={tmp_path / 'run'}"])
+    cli.check_command_line("train", ["-m", "task_name='a b',c", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+
+
+def test_a_run_in_a_folder_named_beyond_ascii_resumes(tiny_run: tuple[Path, str], tmp_path: Path) -> None:
+    """The run's own directory goes back to Hydra quoted, whatever letters its path has."""
+    run_dir = tmp_path / "运行 1"
+    shutil.copytree(tiny_run[0], run_dir)
+    argv = cli.check_command_line("train", [f"ckpt_path={run_dir}/checkpoints/last.ckpt", "max_steps=80"], True)
+    assert f"hydra.run.dir='{run_dir}'" in argv

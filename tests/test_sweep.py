@@ -355,3 +355,12 @@ def test_submitit_local_runs_the_cluster_path(mnist_dir: Path, tmp_path: Path) -
     assert sorted(r["hidden_size"] for r in rows) == ["16", "24"]
     check_finished_jobs(sweep, rows)
     assert any((sweep / ".submitit").iterdir())  # submitit's own job folders
+
+
+def test_a_sweep_whose_every_job_failed_is_still_summarised(tmp_path: Path) -> None:
+    sweep = tmp_path / "all-failed"
+    for i, hidden in enumerate([8, 16]):
+        make_job(sweep, str(i), {"hidden_size": hidden}, error=f"MNIST is not in nodata ({i})")
+    md = summarize(sweep, "val/acc_best", "max")
+    assert "MNIST is not in nodata (0)" in md and "MNIST is not in nodata (1)" in md
+    assert all((sweep / name).is_file() for name in ("summary.csv", "summary.md", "summary.png"))

@@ -21,8 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mnist_lstm.errors import UserError
 
-Device = str  # auto (CUDA when present, else the CPU), cpu, cuda or cuda:<index>: torch.device reads it
-
 
 def knob(help: str, *, hparam: bool = False, architecture: bool = False, example: str | None = None, **limits: Any):
     """A required field (its value comes from the YAML) with its help, and its range as pydantic's ge/gt/lt/le."""
@@ -58,7 +56,8 @@ class Data(Schema):
 
 
 class Model(Schema):
-    target: str = Field(alias="_target_")
+    # (train.py builds this module, or its CUDA-graph subclass as conf/speed/ says: no other)
+    target: Literal["mnist_lstm.model.module.RowLSTMModule"] = Field(alias="_target_")
     forget_bias: float = knob(
         "added to the forget gate's pre-activation (TensorFlow's BasicLSTMCell)", hparam=True, architecture=True
     )
@@ -106,15 +105,15 @@ class Train(Schema):
     speed: Speed
     paths: Paths
     trainer: dict[str, Any] = knob("lightning.pytorch.Trainer's arguments (conf/trainer/)")
-    callbacks: dict[str, Any] | None = knob("Lightning callbacks by name (conf/callbacks/; callbacks=[]: none)")
-    logger: dict[str, Any] | None = knob("Lightning loggers by name (conf/logger/; logger=[]: none)")
+    callbacks: dict[str, Any] | None = knob("Lightning callbacks by name (callbacks=[]: none)", default=None)
+    logger: dict[str, Any] | None = knob("Lightning loggers by name (logger=[]: none)", default=None)
 
 
 class Eval(Schema):
     ckpt_path: str | None = knob("a .ckpt written by scripts/train.py (this or onnx)")
     onnx: str | None = knob("a .onnx written by scripts/export.py (this or ckpt_path)")
     out: str | None = knob("the folder for the JSON and the PNG; null: <run dir of the checkpoint>/eval")
-    device: Device = knob("auto, cpu, cuda or cuda:<index>")
+    device: str = knob("auto (CUDA when present, else the CPU), cpu, cuda or cuda:<index>")
     data: Data
     paths: Paths
 
@@ -126,7 +125,7 @@ class Predict(Schema):
     explain: bool = knob("also write the figure of how the model reads the (converted) image, row by row")
     out: str | None = knob("where explain=true writes its PNG; null: <image folder>/<image name>_reading.png")
     dpi: int = knob("the figure's resolution", ge=10, le=1000, example="dpi=100")
-    device: Device = knob("auto, cpu, cuda or cuda:<index>")
+    device: str = knob("auto (CUDA when present, else the CPU), cpu, cuda or cuda:<index>")
 
 
 class Visualize(Schema):
@@ -136,7 +135,7 @@ class Visualize(Schema):
     wrong: int = knob("N > 0: instead of index, the N digits the model gets wrong most confidently", ge=0)
     out: str | None = knob("the folder for the PNGs; null: <run dir of the checkpoint>/figures")
     dpi: int = knob("the figures' resolution", ge=10, le=1000, example="dpi=100")
-    device: Device = knob("auto, cpu, cuda or cuda:<index>")
+    device: str = knob("auto (CUDA when present, else the CPU), cpu, cuda or cuda:<index>")
     data: Data
     paths: Paths
 
@@ -156,7 +155,7 @@ class Demo(Schema):
     data_dir: str = knob("the folder holding MNIST/raw/, for the official test digits (the page works without)")
     download: bool = knob("download MNIST into data_dir when it is missing")
     log_dir: str = knob("where ckpt_path=null looks for the newest run (train.py's paths.log_dir)")
-    device: Device = knob("auto, cpu, cuda or cuda:<index>")
+    device: str = knob("auto (CUDA when present, else the CPU), cpu, cuda or cuda:<index>")
 
 
 # config name (conf/<name>.yaml) -> its schema
@@ -207,7 +206,7 @@ def _declared(schema: Any, loc: tuple) -> tuple[str, Any]:
         fields = getattr(schema, "model_fields", {})
         field = next((f for name, f in fields.items() if part in (name, f.alias)), None)
         if field is None:
-            if not path or not fields:
+            if fields or not path:  # an undeclared key is named; a union's member is not
                 path.append(str(part))
             break
         path.append(str(part))

@@ -41,7 +41,9 @@ class CheckpointOnInterrupt(L.Callback):
             raise KeyboardInterrupt
         self.signal = signal.SIGINT
         log.warning("Ctrl-C: finishing this step and saving a checkpoint (press Ctrl-C again to stop at once)")
-        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, frame)  # Lightning's
+        lightning_handler = signal.getsignal(signal.SIGTERM)  # (none where Lightning installs none: Windows)
+        if callable(lightning_handler):
+            lightning_handler(signal.SIGTERM, frame)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):  # raised by Lightning at the end of the step

@@ -19,7 +19,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from mnist_lstm.errors import UserError
@@ -36,8 +36,16 @@ MNIST_BYTES = (60_000 + 10_000) * ROWS * COLUMNS * (4 + 1)  # float32 in memory,
 PROCESS_BYTES = 1 * GIB  # Python, torch and Lightning themselves, before any tensor
 
 
+# Keys train.py sets from a top-level knob (build_model, trainer_arguments): given too, they would be overridden.
+PASSED_ON = {"model.optimizer.lr": "lr", "trainer.max_steps": "max_steps", "trainer.val_check_interval": "val_every"}
+
+
 def check_rules(cfg: DictConfig) -> None:
     """What involves several keys of train.py's config (each key alone: mnist_lstm/config/schema.py)."""
+    for key, knob in PASSED_ON.items():
+        if OmegaConf.select(cfg, key) is not None:
+            raise UserError(f"{key} is set from {knob}: write {knob}=<value> instead of {key}")
+    _check_targets(cfg)
     left = TRAINING_IMAGES - cfg.data.val_size
     if cfg.batch_size > left:
         raise UserError(
@@ -62,6 +70,22 @@ def check_rules(cfg: DictConfig) -> None:
                 "speed.loop=triton needs the triton package, which PyTorch's CUDA builds for Linux install; "
                 "pip install triton, or use speed.loop=fused"
             )
+
+
+def _check_targets(node: typing.Any, path: str = "") -> None:
+    """Every `_target_` names something importable (the data and loggers are built only once the run starts)."""
+    if OmegaConf.is_list(node):
+        for i, item in enumerate(node):
+            _check_targets(item, f"{path}[{i}]")
+    elif OmegaConf.is_dict(node):
+        for key, value in node.items():
+            if key == "_target_":
+                try:
+                    hydra.utils.get_object(value)
+                except Exception as err:  # (hydra raises ImportError, or others from the module imported)
+                    raise UserError(f"{path}._target_={value!r} names nothing importable; check its spelling") from err
+            else:
+                _check_targets(value, f"{path}.{key}" if path else str(key))
 
 
 def dry_run(cfg: DictConfig) -> None:
@@ -118,7 +142,7 @@ def _check_types(arguments: dict[str, object]) -> None:
 def _build(key: str, node: DictConfig, **kwargs: object) -> typing.Any:
     try:
         return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:
+    except (InstantiationException, ImportError) as err:
         reason = str(err.__cause__ or err).strip().splitlines()[0]
         if key == "trainer":
             raise UserError(
@@ -131,12 +155,12 @@ def _check_optimisation(cfg: DictConfig, capturable: bool) -> None:
     """The optimiser and the schedule as configured, on one stand-in parameter: torch checks their arguments.
     `capturable`: as speed.cuda_graph=whole_step builds it on a GPU (WholeStepGraphModule.configure_optimizers)."""
     stand_in = torch.zeros(1, requires_grad=True)
-    optimizer_factory = hydra.utils.instantiate(cfg.model.optimizer, lr=cfg.lr)
+    optimizer_factory = _build("model.optimizer", cfg.model.optimizer, lr=cfg.lr)
     if capturable:
         optimizer_factory = functools.partial(optimizer_factory, capturable=True)
     optimizer = _call("model.optimizer", optimizer_factory, [stand_in])
     if cfg.model.scheduler is not None:
-        _call("model.scheduler", hydra.utils.instantiate(cfg.model.scheduler), optimizer)
+        _call("model.scheduler", _build("model.scheduler", cfg.model.scheduler), optimizer)
 
 
 def _call(key: str, partial: object, argument: object) -> object:

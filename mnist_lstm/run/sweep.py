@@ -100,7 +100,7 @@ def plot_metric(sweep: Sweep, keys: list[str], metric: str, mode: str = "max", l
         x = pd.to_numeric(done[key], errors="coerce")
         if x.isna().any():  # not numbers: categories, a long one (a path) cut to its end
             x = done[key].astype(str).map(lambda v: v if len(v) <= 24 else "…" + v[-23:])
-        else:
+        elif len(x):  # (none when every job failed: an empty panel)
             values = np.unique(x.astype(float))
             if values[0] > 0 and (key in log_scaled or values[-1] >= 100 * values[0]):
                 ax.set_xscale("log")  # ticks at 1, 2 and 5 of each decade over a short span, else decades
