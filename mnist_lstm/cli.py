@@ -81,6 +81,11 @@ def _discard_if_empty(output_dir: Path) -> None:
         return  # the scripts that only read a checkpoint run in the current directory: never remove it
     if all(p.name == ".hydra" or p.suffix == ".log" for p in output_dir.iterdir()):
         shutil.rmtree(output_dir, ignore_errors=True)
+        # and the folders Hydra made for it (logs/train/runs/), when nothing else is in them
+        parent, here = output_dir.parent.resolve(), Path.cwd().resolve()
+        while parent != here and parent.is_relative_to(here) and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
 
 
 # ---------------------------------------------------------------- the command line, checked

@@ -147,3 +147,10 @@ def test_orthogonal_recurrent_weights() -> None:
     uniform = RowLSTMModule(hidden_size=16, layer_num=1).net.lstm.layers[0]
     gate = uniform.gates.weight[:16, uniform.input_size :].detach()
     assert not torch.allclose(gate @ gate.T, torch.eye(16), atol=1e-2)
+
+
+def test_a_run_refused_inside_its_task_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """Missing data is found once Hydra has made the run's folders (logs/train/runs/<time>/): all of them go."""
+    result = run_script("train.py", f"data.data_dir={tmp_path / 'nodata'}", "data.download=false", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith("error: MNIST is not in")
+    assert list(tmp_path.iterdir()) == []
