@@ -22,9 +22,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from mnist_lstm.demo.reading import MAX_BYTES, MAX_PIXELS, DigitReader, NoOfficialDigits, OfficialDigits, TooLarge
+from mnist_lstm.demo.reading import MAX_BYTES, DigitReader, NoOfficialDigits, OfficialDigits, TooLarge
 from mnist_lstm.errors import UserError
-from mnist_lstm.use.images import NotAnImage, TooManyPixels
+from mnist_lstm.use.images import MAX_PIXELS, NotAnImage, TooManyPixels
 
 # The page may load only what this server serves (and draw what it made itself): nothing leaves the machine.
 CONTENT_SECURITY_POLICY = (
@@ -34,44 +34,31 @@ CONTENT_SECURITY_POLICY = (
 NO_STORE = {"Cache-Control": "no-store"}  # a random digit is a new one every time
 
 
-def status_of(err: UserError) -> int:
-    """The HTTP status of a refusal: too large 413, not an image 415, no test set 503, any other 400."""
-    if isinstance(err, TooLarge | TooManyPixels):
-        return 413
-    if isinstance(err, NotAnImage):
-        return 415
-    if isinstance(err, NoOfficialDigits):
-        return 503
-    return 400
+# The HTTP status of a refusal by its kind; any other: 400.
+STATUS = {TooLarge: 413, TooManyPixels: 413, NotAnImage: 415, NoOfficialDigits: 503}
 
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=NO_STORE)
 
 
-async def body_within(request: Request, max_bytes: int) -> bytes:
-    """The request's body, refused as soon as it is known to be over `max_bytes` (from its Content-Length, else
+async def body_within(request: Request) -> bytes:
+    """The request's body, refused as soon as it is known to be over MAX_BYTES (from its Content-Length, else
     while it arrives): a huge upload is never held in memory."""
-    too_large = TooLarge(f"the file is over the limit of {max_bytes / 1e6:g} MB: send a smaller image of the digit")
+    too_large = TooLarge(f"the file is over the limit of {MAX_BYTES / 1e6:g} MB: send a smaller image of the digit")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if declared.isdigit() and int(declared) > MAX_BYTES:
         raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > max_bytes:
+        if size > MAX_BYTES:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def create_app(
-    reader: DigitReader,
-    test_digits: OfficialDigits,
-    about: dict[str, Any] | None = None,
-    max_bytes: int = MAX_BYTES,
-    max_pixels: int = MAX_PIXELS,
-) -> FastAPI:
+def create_app(reader: DigitReader, test_digits: OfficialDigits, about: dict[str, Any] | None = None) -> FastAPI:
     """The app around a loaded model and the test digits; `about` describes the model on the page."""
     app = FastAPI(title="mnist-lstm demo", docs_url=None, redoc_url=None, openapi_url=None)
     page = (files("mnist_lstm.demo") / "static" / "index.html").read_text(encoding="utf-8")
@@ -79,7 +66,7 @@ def create_app(
 
     @app.exception_handler(UserError)
     async def refused(request: Request, err: UserError) -> JSONResponse:
-        return error(status_of(err), str(err))
+        return error(STATUS.get(type(err), 400), str(err))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
@@ -109,14 +96,14 @@ def create_app(
             **(about or {}),
             "test_digits": len(test_digits),
             "test_digits_unavailable": test_digits.unavailable or None,
-            "max_bytes": max_bytes,
-            "max_pixels": max_pixels,
+            "max_bytes": MAX_BYTES,
+            "max_pixels": MAX_PIXELS,
         }
 
     @app.post("/api/read")
     async def read(request: Request) -> JSONResponse:
-        data = await body_within(request, max_bytes)
-        reading = await run_in_threadpool(reader.read_file, data, max_pixels)  # decoding and the model, off the loop
+        data = await body_within(request)
+        reading = await run_in_threadpool(reader.read_file, data)  # decoding and the model, off the loop
         return JSONResponse(reading.as_json(), headers=NO_STORE)
 
     @app.get("/api/test-digit")

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from mnist_lstm.data import ensure_mnist, load_mnist
 from mnist_lstm.errors import UserError
 from mnist_lstm.use.figures import per_row_probabilities
-from mnist_lstm.use.images import MAX_PIXELS, decode_image, digit_of
+from mnist_lstm.use.images import decode_image, digit_of
 from mnist_lstm.use.models import Reader, device_of
 
 MAX_BYTES = 10_000_000  # an upload's size limit (10 MB): a photo from a phone fits
@@ -73,11 +72,11 @@ class DigitReader:
         probabilities = per_row_probabilities(self.model, image[None].to(self.device))[0].cpu().float()
         return Reading(image.cpu(), probabilities, label, index)
 
-    def read_file(self, data: bytes, max_pixels: int = MAX_PIXELS) -> Reading:
+    def read_file(self, data: bytes) -> Reading:
         """An image file's bytes (a drawing, an upload) -> its Reading, or a UserError saying why not."""
         if not data:
             raise UserError("no image in the request: send a PNG or JPEG file of one digit as its body")
-        return self.read(digit_of(decode_image(data, max_pixels)))
+        return self.read(digit_of(decode_image(data)))
 
 
 class OfficialDigits:
@@ -109,9 +108,3 @@ class OfficialDigits:
         if not 0 <= index < len(self):
             raise UserError(f"index={index} is not a test digit: pass an index in [0, {len(self) - 1}]")
         return index, self.images[index], int(self.labels[index])
-
-
-def warm_up(reader: DigitReader) -> None:
-    """Read one blank image at start: the first call's one-off costs are not a user's wait, and a model that
-    cannot answer per row (an ONNX export with per_row=false) is refused now."""
-    reader.read(torch.zeros(28, 28))

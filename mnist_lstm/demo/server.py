@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from mnist_lstm.demo.reading import DigitReader, OfficialDigits, warm_up
+from mnist_lstm.demo.reading import DigitReader, OfficialDigits
 from mnist_lstm.errors import UserError
 from mnist_lstm.use.models import open_model
 
@@ -83,12 +83,6 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def describe(hparams: dict, source: Path) -> dict[str, str]:
-    layers, hidden = hparams.get("layer_num"), hparams.get("hidden_size")
-    model = f"LSTM, {layers} layers of {hidden} units" if layers and hidden else "LSTM"
-    return {"model": model, "source": source.name}
-
-
 def serve(cfg: DictConfig) -> None:
     """Run demo.py's config: serve the page and its API on cfg.host:cfg.port until Ctrl-C."""
     try:
@@ -104,13 +98,19 @@ def serve(cfg: DictConfig) -> None:
     sock = listen(cfg.host, cfg.port)  # before the slow part: a taken port is said at once
     try:
         model, hparams, source = open_model(ckpt_path, cfg.onnx, cfg.device)
-        about = describe(hparams, source)
+        layers, hidden = hparams.get("layer_num"), hparams.get("hidden_size")
+        about = {
+            "model": f"LSTM, {layers} layers of {hidden} units" if layers and hidden else "LSTM",
+            "source": source.name,
+        }
         log.info(f"Model: {source} ({about['model']})")
         # One image's matmuls are too small for a second thread to help: each request computes on one core, and
         # concurrent requests share the cores.
         torch.set_num_threads(1)
         reader = DigitReader(model)
-        warm_up(reader)
+        # One blank image read now: the first call's one-off costs are not a user's wait, and a model that cannot
+        # answer per row (an ONNX export with per_row=false) is refused at start.
+        reader.read(torch.zeros(28, 28))
         test_digits = OfficialDigits.load(cfg.data_dir, cfg.download)
         if test_digits.unavailable:
             log.warning(f"The random test digit button will say so: {test_digits.unavailable}")

@@ -32,16 +32,6 @@ def per_row_probabilities(model: RowLSTMClassifier | Any, images: Tensor) -> Ten
     return model.per_row_logits(images).softmax(dim=-1)
 
 
-def _bar_colours(label: int | None, predicted: int, classes: int) -> list[str]:
-    colours = [OTHER] * classes
-    if label is None:
-        colours[predicted] = ANSWER
-    else:
-        colours[predicted] = WRONG
-        colours[label] = TRUE
-    return colours
-
-
 # The grid of the rows read, laid out in units of one digit pixel. A cell: the digit, a gap (which holds the
 # charts' 0..1 labels in the first column), the bar chart, a margin; above it, its title; below the bottom
 # cells, the classes.
@@ -68,7 +58,11 @@ def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | 
         centres = [chart + (k + 0.5) * bar_width for k in range(classes)]
         for centre, probability in zip(centres, probabilities[t].tolist(), strict=True):  # up from the bottom
             bars.append(Rectangle((centre - 0.4 * bar_width, bottom), 0.8 * bar_width, -DIGIT * probability))
-        bar_colours += _bar_colours(label, predicted, classes)
+        colours = [OTHER] * classes
+        colours[predicted] = ANSWER if label is None else WRONG
+        if label is not None:
+            colours[label] = TRUE
+        bar_colours += colours
         frames.append(Rectangle((chart, top), CHART, DIGIT))
         halves.append([(chart, top + DIGIT / 2), (chart + CHART, top + DIGIT / 2)])
         title = f"row {read}: {predicted} ({probabilities[t, predicted]:.0%})"

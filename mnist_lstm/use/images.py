@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
 
 from mnist_lstm.errors import UserError
 
@@ -47,36 +48,34 @@ class NotAnImage(UserError):
 
 
 class TooManyPixels(UserError):
-    """An image larger than the caller's limit, refused from its header (the demo answers 413)."""
+    """An image over MAX_PIXELS, refused from its header (the demo answers 413)."""
 
 
-def decode_image(data: bytes | BinaryIO, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+def decode_image(data: bytes | BinaryIO) -> Image.Image:
     """An image file, in memory (an upload, a drawing) or open, decoded fully, or a UserError.
-    A larger image than `max_pixels` is refused from its header, before decoding."""
+    A larger image than MAX_PIXELS is refused from its header, before decoding."""
     try:
         image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise TooManyPixels(
+                f"the image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), over the limit of "
+                f"{MAX_PIXELS / 1e6:g} megapixels: scale it down"
+            )
+        image.load()  # decode now: a truncated file fails here, not later
+    except UserError:
+        raise
     except UnidentifiedImageError as err:
         raise NotAnImage("not an image Pillow can read: pass a PNG or JPEG file of one digit") from err
     except Image.DecompressionBombError as err:  # a header far past Pillow's own limit
         raise TooManyPixels(f"the image is too large to decode ({err})") from err
-    except Exception as err:  # a damaged header: each format's reader raises its own kind of error
-        raise UserError(f"the image is damaged or truncated ({_reason(err)}): save it again as PNG or JPEG") from err
-    width, height = image.size
-    if max_pixels is not None and width * height > max_pixels:
-        raise TooManyPixels(
-            f"the image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), over the limit of "
-            f"{max_pixels / 1e6:g} megapixels: scale it down"
-        )
-    try:
-        image.load()  # decode now: a truncated file fails here, not later
-    except Image.DecompressionBombError as err:
-        raise TooManyPixels(f"the image is too large to decode ({err})") from err
-    except Exception as err:
-        raise UserError(f"the image is damaged or truncated ({_reason(err)}): save it again as PNG or JPEG") from err
+    except Exception as err:  # a damaged file: each format's reader raises its own kind of error
+        raise UserError(f"the image is damaged or truncated ({first_line(err)}): save it again as PNG or JPEG") from err
     return image
 
 
-def _reason(err: Exception) -> str:
+def first_line(err: Exception) -> str:
+    """An exception's message, short enough for a one-line refusal."""
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
@@ -93,8 +92,7 @@ def grey_levels(image: Image.Image) -> Tensor:
 
 
 def _as_tensor(image: Image.Image) -> Tensor:
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return pixels.view(image.height, image.width).float() / 255.0
+    return pil_to_tensor(image)[0].float() / 255.0
 
 
 def to_mnist(grey: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from mnist_lstm.checkpoint import device_named, load_model
 from mnist_lstm.errors import UserError
+from mnist_lstm.use.images import first_line
 
 INSTALL = 'pip install -e ".[export]"'
 
@@ -45,7 +46,7 @@ class OnnxModel:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own classes (InvalidProtobuf, Fail...) for a bad file
-            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            reason = first_line(err)
             raise UserError(f"{path} is not an ONNX model onnxruntime can load ({reason}); {self._how_to}") from err
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         shapes = [list(o.shape) for o in outputs]
@@ -79,14 +80,6 @@ class OnnxModel:
             )
         return torch.from_numpy(self._run(images)[1])
 
-    def description(self) -> dict[str, Any]:
-        """The sidecar JSON written beside it by scripts/export.py, or {} if there is none."""
-        sidecar = self.path.with_suffix(".json")
-        try:
-            return json.loads(sidecar.read_text())
-        except (OSError, ValueError):
-            return {}
-
 
 def open_model(ckpt_path: str | None, onnx_path: str | None, device: str = "auto") -> tuple[Reader, dict, Path]:
     """The model a script reads, from a checkpoint (ckpt_path=) or an exported ONNX file (onnx=): exactly one.
@@ -101,7 +94,11 @@ def open_model(ckpt_path: str | None, onnx_path: str | None, device: str = "auto
         onnx = OnnxModel(onnx_path)
         if device not in ("auto", "cpu"):
             device_named(device)  # (refuses a malformed name)
-        return onnx, onnx.description().get("hyper_parameters", {}), onnx.path
+        try:  # the sidecar JSON written beside it by scripts/export.py, if there is one
+            hyper_parameters = json.loads(onnx.path.with_suffix(".json").read_text()).get("hyper_parameters", {})
+        except (OSError, ValueError):
+            hyper_parameters = {}
+        return onnx, hyper_parameters, onnx.path
     module = load_model(ckpt_path, device)
     return module.net, dict(module.hparams), Path(ckpt_path).expanduser()
 

@@ -69,8 +69,15 @@ def export(cfg: DictConfig) -> Path:
     for path in (target, sidecar):
         if path.exists() and not cfg.overwrite:
             raise UserError(f"{path} already exists and is never overwritten: pass overwrite=true, or out=<dir>")
-    _require("onnx", "onnxscript")
-    _writable(out)
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"exporting to ONNX needs {' and '.join(missing)}, not installed: {INSTALL}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the folder {out} ({err.strerror}); pass out=<a writable dir>") from err
+    if not os.access(out, os.W_OK):
+        raise UserError(f"cannot write into {out} (permission denied); pass out=<a writable dir>")
 
     model = load_model(ckpt, "cpu", loop="plain").net  # the plain loop: what the graph holds, unrolled
     reader = RowReader(model, per_row=cfg.per_row).eval()
@@ -162,18 +169,3 @@ def sidecar_info(ckpt: Path, checkpoint: dict, per_row: bool, parity: dict | Non
         "exported_with": {"torch": torch.__version__},
         "parity": parity,
     }
-
-
-def _writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create the folder {folder} ({err.strerror}); pass out=<a writable dir>") from err
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write into {folder} (permission denied); pass out=<a writable dir>")
-
-
-def _require(*modules: str) -> None:
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UserError(f"exporting to ONNX needs {' and '.join(missing)}, not installed: {INSTALL}")

@@ -98,7 +98,8 @@ def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[
     drawn = 0
     try:
         fork = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(processes, mp_context=fork, initializer=_one_thread) as pool:
+        # torch computes on one thread in each (as DataLoader's workers do): OpenMP's pool does not survive a fork.
+        with ProcessPoolExecutor(processes, fork, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             for result in pool.map(_draw, jobs):
                 yield result
                 drawn += 1
@@ -106,12 +107,6 @@ def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[
         log.warning(f"drawing the figures in {processes} processes failed ({err!r}); drawing the rest here")
         for job in jobs[drawn:]:
             yield _draw(job)
-
-
-def _one_thread() -> None:
-    """In a forked process, torch computes on this thread alone (as DataLoader's workers do): OpenMP's thread
-    pool does not survive a fork."""
-    torch.set_num_threads(1)
 
 
 def _draw(job: FigureJob) -> tuple[str, np.ndarray]:
