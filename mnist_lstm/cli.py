@@ -245,8 +245,7 @@ def check_resume(job: DictConfig, ckpt_path: str) -> None:
     }
     if differ:
         found = ", ".join(
-            f"{k}={old!r} in the checkpoint but {new!r} in the config"
-            for k, (old, new) in differ.items()
+            f"{k}={old!r} in the checkpoint but {new!r} in the config" for k, (old, new) in differ.items()
         )
         fix = " ".join(f"{k}={old}" for k, (old, _) in differ.items())
         raise UserError(f"{ckpt_path} holds a model of another architecture: {found}; resume it with {fix}")
