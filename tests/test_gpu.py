@@ -226,7 +226,7 @@ def test_the_whole_step_graph_in_lightning_trains_like_lightnings_own_loop(mnist
     for cuda_graph in ("none", "whole_step"):
         L.seed_everything(5, verbose=False)
         module = fast.module_class(cuda_graph)(
-            hidden_size=64, dropout=0.0, optimizer=partial(torch.optim.Adam, fused=True)
+            hidden_size=64, layer_num=2, dropout=0.0, optimizer=partial(torch.optim.Adam, fused=True)
         )
         fast.speed_up(module, "fused")
         trainer = L.Trainer(
@@ -266,11 +266,11 @@ def test_a_run_saved_without_the_whole_step_graph_resumes_with_it(mnist_dir: Pat
         L.Trainer, accelerator="gpu", devices=1, limit_val_batches=0, logger=False, enable_progress_bar=False
     )
     first = trainer(max_steps=5, enable_checkpointing=False)
-    saved = RowLSTMModule(hidden_size=32, optimizer=partial(torch.optim.Adam, fused=True))
+    saved = RowLSTMModule(hidden_size=32, layer_num=2, optimizer=partial(torch.optim.Adam, fused=True))
     fast.speed_up(saved, "fused")
     first.fit(saved, data())
     first.save_checkpoint(tmp_path / "plain.ckpt")
-    resumed = WholeStepGraphModule(hidden_size=32, optimizer=partial(torch.optim.Adam, fused=True))
+    resumed = WholeStepGraphModule(hidden_size=32, layer_num=2, optimizer=partial(torch.optim.Adam, fused=True))
     fast.speed_up(resumed, "fused")
     second = trainer(max_steps=12, enable_checkpointing=False)
     second.fit(resumed, data(), ckpt_path=tmp_path / "plain.ckpt")
@@ -326,7 +326,7 @@ def test_graphed_training_steps_never_wait_for_the_gpu(mnist_dir: Path, tmp_path
             step = trainer.global_step + 1  # the step about to run
             torch.cuda.set_sync_debug_mode("warn" if 5 <= step <= 25 and step % every else 0)
 
-    module = fast.module_class(cuda_graph)(hidden_size=64, optimizer=partial(torch.optim.Adam, fused=True))
+    module = fast.module_class(cuda_graph)(hidden_size=64, layer_num=2, optimizer=partial(torch.optim.Adam, fused=True))
     fast.speed_up(module, "fused")
     trainer = L.Trainer(
         accelerator="gpu",

@@ -32,7 +32,7 @@ class RowLSTMModule(L.LightningModule):
         self,
         hidden_size: int,
         layer_num: int,
-        dropout: float = 0.0,
+        dropout: float = 0.5,
         forget_bias: float = 1.0,
         cell: str = "custom",
         input_size: int = 28,
