@@ -134,13 +134,14 @@ def check_command_line(config_name: str, argv: list[str], resumable: bool = Fals
 
     cfg = compose_config(config_name, parsed)
     job = as_one_job(cfg)
-    schema.validate(OmegaConf.to_container(job), config_name, typed=[o.key_or_group for o in parsed])
+    values = OmegaConf.to_container(job)
+    schema.validate(values, config_name, typed=[o.key_or_group for o in parsed])
     # Every value a sweep will try (its first is in `job`), the sweeper's search space too.
     declared = schema.knobs(schema.SCHEMAS[config_name])
     for override in [*parsed, *_sweeper_params(cfg)]:
         if override.key_or_group in declared and override.is_sweep_override():
             for value in _sweep_values(override):
-                trial = OmegaConf.create(OmegaConf.to_container(job))
+                trial = OmegaConf.create(values)
                 OmegaConf.update(trial, override.key_or_group, value, merge=False)
                 schema.validate(OmegaConf.to_container(trial), config_name)
     if not printing:  # --cfg only prints the config

@@ -93,9 +93,15 @@ def dry_run(cfg: DictConfig) -> None:
     anything; raise UserError, one line, for what they refuse or a run that cannot fit."""
     with quiet("lightning.pytorch", "lightning.fabric"):  # (its lines about the devices: the run says them)
         callbacks = [_build(f"callbacks.{name}", c) for name, c in (cfg.get("callbacks") or {}).items() if c]
-        arguments = _build("trainer", cfg.trainer, _partial_=True, _convert_="all", **trainer_arguments(cfg)).keywords
-        _check_types(arguments)
-        trainer = _build("trainer", cfg.trainer, callbacks=callbacks, logger=False, **trainer_arguments(cfg))
+        make_trainer = _build(
+            "trainer", cfg.trainer, _partial_=True, _convert_="all", callbacks=callbacks, logger=False,
+            **trainer_arguments(cfg),
+        )  # fmt: skip
+        _check_types(make_trainer.keywords)
+        try:
+            trainer = make_trainer()
+        except Exception as err:  # Lightning's MisconfigurationException, a requirement not met, a ValueError...
+            raise UserError(_refused("trainer", err)) from err
     refusal = cuda_graph_refusal(
         cfg.speed.cuda_graph,
         precision=str(trainer.precision),
@@ -143,12 +149,14 @@ def _build(key: str, node: DictConfig, **kwargs: object) -> typing.Any:
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except (InstantiationException, ImportError) as err:
-        reason = str(err.__cause__ or err).strip().splitlines()[0]
-        if key == "trainer":
-            raise UserError(
-                f"the Trainer refused its options: {reason}; change trainer=... or trainer.* overrides"
-            ) from err
-        raise UserError(f"{key} refused its options: {reason}; change {key}.* (--cfg job prints them)") from err
+        raise UserError(_refused(key, err.__cause__ or err)) from err
+
+
+def _refused(key: str, err: BaseException) -> str:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if key == "trainer":
+        return f"the Trainer refused its options: {reason}; change trainer=... or trainer.* overrides"
+    return f"{key} refused its options: {reason}; change {key}.* (--cfg job prints them)"
 
 
 def _check_optimisation(cfg: DictConfig, capturable: bool) -> None:
@@ -167,8 +175,7 @@ def _call(key: str, partial: object, argument: object) -> object:
     try:
         return partial(argument)
     except (ValueError, TypeError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{key} refused its options: {reason}; change {key}.* (--cfg job prints them)") from err
+        raise UserError(_refused(key, err)) from err
 
 
 def parameter_count(hidden: int, layers: int) -> int:
