@@ -1,8 +1,7 @@
 """Reading a checkpoint safely, and rebuilding the model it holds from its own hyper_parameters.
 
-A `.ckpt` is a pickle, and unpickling can run any code the file asks for. Ours hold only tensors and plain
-values, exactly what torch's weights-only unpickler accepts: a file that asks for anything else (e.g.
-`os.system`) is refused before anything in it runs.
+A `.ckpt` is a pickle, and unpickling can run any code the file asks for. Ours hold only tensors and plain values,
+which torch's weights-only unpickler accepts: a file that asks for anything else is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -30,7 +29,12 @@ def run_dir_of(ckpt_path: str | Path) -> Path:
     return path.parent.parent if path.parent.name in ("checkpoints", "export") else path.parent
 
 
-def _check_file(path: Path) -> None:
+def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
+    """The checkpoint's contents on the CPU, loaded weights-only; a one-line UserError for anything else: no path,
+    a missing, empty, truncated or non-checkpoint file, one that tries to run code, or another model's."""
+    if path is None or not str(path):
+        raise UserError(f"no checkpoint given: {HOW_TO}")
+    path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}; {HOW_TO}")
     if path.is_dir():
@@ -51,18 +55,6 @@ def _check_file(path: Path) -> None:
             f"checkpoint {path} is truncated or corrupted (an incomplete zip archive): it was not saved or copied "
             "completely; copy it again or use another checkpoint of the run"
         )
-
-
-def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
-    """The checkpoint's contents on the CPU, loaded weights-only; one-line UserError for anything else.
-
-    Refuses no path, a missing, empty, truncated or non-checkpoint file, a file that tries to run code when
-    unpickled, and a checkpoint that is not of this project's model (no `hyper_parameters`/`state_dict`).
-    """
-    if path is None or not str(path):
-        raise UserError(f"no checkpoint given: {HOW_TO}")
-    path = Path(path).expanduser()
-    _check_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -97,9 +89,9 @@ def device_named(name: str) -> torch.device:
 
 
 def load_model(path: str | Path | None, device: str = "cpu", loop: str = "fused") -> RowLSTMModule:
-    """The RowLSTMModule a checkpoint holds, built from its own hyper_parameters, in eval mode on `device`,
-    computing with `loop` (mnist_lstm/fast/). Saved values that are not the model's arguments (the speed
-    switches older checkpoints hold: fused, compile, cuda_graph, triton) are left out, so those still load."""
+    """The RowLSTMModule a checkpoint holds, built from its own hyper_parameters, in eval mode on `device`, computing
+    with `loop` (mnist_lstm/fast/). Saved values that are not the model's arguments (the speed switches older
+    checkpoints hold: fused, compile, cuda_graph, triton) are left out, so those still load."""
     checkpoint = load_checkpoint(path)
     path = Path(str(path)).expanduser()
     accepted = inspect.signature(RowLSTMModule).parameters

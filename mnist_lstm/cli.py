@@ -1,11 +1,9 @@
 """What every script shares: its command line checked before Hydra runs it, and every mistake said in one line.
 
 Hydra reports an unknown key or a missing config in several lines, and it makes the run's directory before the task
-could refuse anything. So the config is composed here first, with Hydra's public compose API, and checked: every
-mistake (an unknown key, with "did you mean"; an unknown config choice; a value its schema refuses, for every value
-a sweep will try; an existing run directory; a checkpoint that cannot be resumed; what the Trainer, the optimiser or
-the machine refuse, built once by the dry run) ends in one line, exit status 1, with nothing written. A checkpoint
-inside a run (`<run>/checkpoints/*.ckpt`) is resumed into that run, with its own overrides.
+could refuse anything. So the config is composed here first, with Hydra's public compose API, and checked (its keys,
+every value a sweep will try, the run directory, the checkpoint to resume, and for train.py the objects built once
+by the dry run): every mistake ends in one line, exit status 1, with nothing written.
 """
 
 from __future__ import annotations
@@ -33,16 +31,40 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import mnist_lstm.config  # noqa: F401  (the YAML files' resolvers)
-from mnist_lstm.config import renamed, schema
+from mnist_lstm.config import schema
 from mnist_lstm.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
+# Keys earlier versions spelled otherwise (the speed switches were model.* keys before conf/speed/): a run started
+# then resumes with its overrides translated, and a user who types one is told the new key. None: today's default.
+RENAMED: dict[str, str | None] = {
+    "model.fused=true": None,
+    "model.fused=false": "speed.loop=plain",
+    "model.triton=false": None,
+    "model.triton=true": "speed.loop=triton",
+    "model.compile=false": None,
+    "model.compile=true": "speed.compile=true",
+    "model.cuda_graph=false": None,
+    "model.cuda_graph=true": "speed.cuda_graph=forward_backward",
+    "model.cuda_graph=step": "speed.cuda_graph=whole_step",
+}
+
+# Hydra's own flags, only to tell the overrides from them (Hydra reads them again itself).
+FLAGS = argparse.ArgumentParser(add_help=False)
+FLAGS.add_argument("overrides", nargs="*")
+for _names in (["--help", "-h"], ["--hydra-help"], ["--version"], ["--resolve"], ["--multirun", "-m"], ["--run", "-r"],
+               ["--shell-completion", "-sc"]):  # fmt: skip
+    FLAGS.add_argument(*_names, action="store_true")
+for _names in (["--cfg", "-c"], ["--package", "-p"], ["--config-path", "-cp"], ["--config-name", "-cn"],
+               ["--config-dir", "-cd"], ["--experimental-rerun"]):  # fmt: skip
+    FLAGS.add_argument(*_names)
+FLAGS.add_argument("--info", "-i", nargs="?", const="all")
+
 
 def main(config_name: str, task: Callable[[DictConfig], Any], resumable: bool = False) -> None:
-    """Run `task` as the Hydra app of conf/<config_name>.yaml, after `check_command_line`. `resumable`:
-    `ckpt_path=<run>/checkpoints/x.ckpt` continues that run (train.py). Ctrl-C outside of training ends with
-    status 130 and one line instead of a traceback."""
+    """Run `task` as the Hydra app of conf/<config_name>.yaml, after `check_command_line`. Ctrl-C outside of
+    training ends with status 130 and one line instead of a traceback."""
     app = hydra.main(version_base="1.3", config_path=str(CONF), config_name=config_name)(reports_user_errors(task))
     # The libraries imported by now are hundreds of thousands of long-lived objects: frozen, the collector's full
     # passes never scan them again (measured in docs/speed.md, "Start-up").
@@ -88,64 +110,58 @@ def _discard_if_empty(output_dir: Path) -> None:
             parent = parent.parent
 
 
-# ---------------------------------------------------------------- the command line, checked
-
-
-def _arguments() -> argparse.ArgumentParser:
-    """Hydra's own flags, only to tell the overrides from them (Hydra reads them again itself)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("overrides", nargs="*")
-    for flag in ("--help", "-h", "--hydra-help", "--version", "--resolve", "--multirun", "-m", "--run", "-r",
-                 "--shell-completion", "-sc"):  # fmt: skip
-        parser.add_argument(flag, action="store_true")
-    for flag in ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
-                 "-cd", "--experimental-rerun"):  # fmt: skip
-        parser.add_argument(flag)
-    parser.add_argument("--info", "-i", nargs="?", const="all")
-    return parser
-
-
 def check_command_line(config_name: str, argv: list[str], resumable: bool = False) -> list[str]:
-    """Check a script's arguments `argv` for conf/<config_name>.yaml; return them as Hydra is to read them (paths
-    with non-ASCII letters quoted; completed to continue the checkpoint's run when `resumable` and
-    `ckpt_path=<run>/checkpoints/<x>.ckpt` is given). Raises UserError with one line for anything Hydra or the run
-    would refuse later."""
+    """Check a script's arguments `argv` for conf/<config_name>.yaml; return them as Hydra is to read them (values
+    with letters beyond ASCII quoted; when `resumable`, `ckpt_path=<run>/checkpoints/<x>.ckpt` completed to
+    continue that run). Raises UserError, one line, for anything Hydra or the run would refuse later."""
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return argv  # a DDP worker started by Lightning: the main process checked this command line
-    args, _ = _arguments().parse_known_intermixed_args(argv)
-    flags = vars(args)
-    if any(flags[name] for name in ("help", "h", "hydra_help", "version", "info", "shell_completion", "sc")):
+    args, _ = FLAGS.parse_known_intermixed_args(argv)
+    if args.help or args.hydra_help or args.version or args.info or args.shell_completion:
         return argv
-    multirun, printing = args.multirun or args.m, bool(args.cfg or args.c)
     typed = list(args.overrides)
     overrides = [_quoted(line) for line in typed]
     parsed = [_parse(line) for line in overrides]
     settings = {o.key_or_group: o for o in parsed}
 
-    from mnist_lstm.run.resume import resume_overrides, run_of_checkpoint  # (imports the checkpoint reader)
-
+    # Lightning restores the weights, the optimiser, the schedule, the counters and the callbacks (the data order:
+    # mnist_lstm.data.ResumableShuffle; dropout's RNG: callbacks.RestoreRNG). The run itself is ours: a checkpoint
+    # in <run>/checkpoints/ continues that run, with the overrides it was started with (in today's spelling) and
+    # then the new ones, so its config, checkpoints and TensorBoard curves go on in one place.
     ckpt_path = _plain_value(settings.get("ckpt_path"))
-    run_dir = run_of_checkpoint(ckpt_path) if resumable and ckpt_path and not multirun else None
+    run_dir = None
+    if resumable and ckpt_path and isinstance(ckpt_path, str) and not args.multirun:
+        checkpoints = Path(ckpt_path).resolve().parent
+        if checkpoints.name == "checkpoints" and (checkpoints.parent / ".hydra" / "overrides.yaml").is_file():
+            run_dir = checkpoints.parent
     explicit_dir = _plain_value(settings.get("hydra.run.dir"))
     resuming = run_dir is not None and (explicit_dir is None or Path(explicit_dir).resolve() == run_dir)
     if resuming:
-        overrides = [_quoted(line) for line in resume_overrides(run_dir, overrides, list(settings))]
+        kept = []
+        for line in map(str, OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")):
+            key, _, value = line.partition("=")
+            line = RENAMED.get(f"{key.lstrip('+~')}={value.strip().lower()}", line)  # (an unknown old value: kept)
+            if line and line.partition("=")[0].lstrip("+~") not in {*settings, "ckpt_path"}:
+                kept.append(line)
+        overrides = [_quoted(line) for line in [*kept, *overrides, f"hydra.run.dir={run_dir}"]]
         parsed = [_parse(line) for line in overrides]
 
     cfg = compose_config(config_name, parsed)
     job = as_one_job(cfg)
     values = OmegaConf.to_container(job)
     schema.validate(values, config_name, typed=[o.key_or_group for o in parsed])
-    # Every value a sweep will try (its first is in `job`), the sweeper's search space too.
+    # Every value a sweep will try (its first is in `job`), a sweeper's search space too (hparams_search=optuna).
     declared = schema.knobs(schema.SCHEMAS[config_name])
-    for override in [*parsed, *_sweeper_params(cfg)]:
+    searched = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    for override in [*parsed, *(_parse(f"{key}={value}") for key, value in searched.items())]:
         if override.key_or_group in declared and override.is_sweep_override():
             for value in _sweep_values(override):
                 trial = OmegaConf.create(values)
                 OmegaConf.update(trial, override.key_or_group, value, merge=False)
                 schema.validate(OmegaConf.to_container(trial), config_name)
-    if not printing:  # --cfg only prints the config
-        check_output_dir(cfg, multirun, run_dir if resuming else None)
+    printing = bool(args.cfg)  # --cfg only prints the config
+    if not printing:
+        check_output_dir(cfg, args.multirun, run_dir if resuming else None)
     if config_name == "train":
         from mnist_lstm.run.dry_run import check_rules, dry_run  # (imports Lightning)
 
@@ -156,8 +172,7 @@ def check_command_line(config_name: str, argv: list[str], resumable: bool = Fals
             dry_run(job)  # what Lightning and torch refuse, and a run too large, before anything is written
     if overrides == typed:
         return argv
-    flags = [arg for arg in argv if arg not in typed]
-    return [*flags, *overrides]
+    return [*(arg for arg in argv if arg not in typed), *overrides]
 
 
 def compose_config(config_name: str, parsed: list[Override]) -> DictConfig:
@@ -176,33 +191,30 @@ def compose_config(config_name: str, parsed: list[Override]) -> DictConfig:
     except ConfigCompositionException as err:
         first = str(err).splitlines()[0]
         override = next((o for o in parsed if f"'{o.key_or_group}'" in first), None)
-        if override is not None and first.startswith("Could not override"):
+        if override is None or not first.startswith("Could not override"):
+            raise UserError("; ".join(line.strip() for line in str(err).splitlines() if line.strip())) from None
+        key, value = override.key_or_group, override.input_line.partition("=")[2]
+        unknown = f"unknown key {key!r} in {override.input_line!r}"
+        if new := [v for k, v in RENAMED.items() if v and k.partition("=")[0] == key]:
+            where = " or ".join(sorted({v.partition("=")[0] for v in new}))
+            fix = f"{key} is now a run setting, {where} (e.g. {', '.join(new)}; conf/speed/)"
+            raise UserError(f"{unknown}: {fix}") from None
+        try:  # the keys the config has without this override (another override may be wrong too)
             others = [line for line, o in zip(lines, parsed, strict=True) if o is not override]
-            try:
-                known = OmegaConf.to_container(_compose(config_name, others))
-            except (ConfigCompositionException, MissingConfigException):  # another override is wrong too
-                known = {}
-            raise UserError(_unknown_key(override, known)) from None
-        raise UserError("; ".join(line.strip() for line in str(err).splitlines() if line.strip())) from None
+            known = OmegaConf.to_container(_compose(config_name, others))
+        except (ConfigCompositionException, MissingConfigException):
+            known = {}
+        close = " or ".join(f"{c}={value}" for c in schema.near(key, known))
+        fix = f"did you mean {close}?" if close else "no key of the config is close."
+        raise UserError(f"{unknown}: {fix} (--cfg job prints every key)") from None
     except (ValueError, TypeError, HydraException) as err:  # e.g. a config group given numbers: callbacks=0
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot compose the config from this command line: {reason}") from None
 
 
-def _unknown_key(override: Override, known: dict[str, Any]) -> str:
-    key = override.key_or_group
-    moved = renamed.hint(key)
-    if moved:
-        return f"unknown key {key!r} in {override.input_line!r}: {moved}"
-    close = schema.near(key, known)
-    value = override.input_line.partition("=")[2]
-    fix = f"did you mean {' or '.join(f'{c}={value}' for c in close)}?" if close else "no key of the config is close."
-    return f"unknown key {key!r} in {override.input_line!r}: {fix} (--cfg job prints every key)"
-
-
 def as_one_job(cfg: DictConfig) -> DictConfig:
-    """`cfg` as one job sees it, resolvable before Hydra runs: without Hydra's own settings, and with a
-    placeholder for the run's directory, which Hydra has not made yet (and which nothing here creates)."""
+    """`cfg` as one job sees it, resolved before Hydra runs: without Hydra's own settings, and with a placeholder
+    for the run's directory, which Hydra has not made yet (and which nothing here creates)."""
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     if "paths" in job and "output_dir" in job.paths and OmegaConf.is_interpolation(job.paths, "output_dir"):
         job.paths.output_dir = str(Path(tempfile.gettempdir()) / "mnist-lstm-not-a-run")
@@ -245,10 +257,8 @@ def check_resume(job: DictConfig, ckpt_path: str) -> None:
         if (name := key.rpartition(".")[2]) in hparams and hparams[name] != OmegaConf.select(job, key)
     }
     if differ:
-        found = ", ".join(
-            f"{k}={old!r} in the checkpoint but {new!r} in the config" for k, (old, new) in differ.items()
-        )
-        fix = " ".join(f"{k}={old}" for k, (old, _) in differ.items())
+        found = ", ".join(f"{k}={a!r} in the checkpoint but {b!r} in the config" for k, (a, b) in differ.items())
+        fix = " ".join(f"{k}={a}" for k, (a, _) in differ.items())
         raise UserError(f"{ckpt_path} holds a model of another architecture: {found}; resume it with {fix}")
     step = int(checkpoint.get("global_step", 0))
     if OmegaConf.select(job, "trainer.fast_dev_run"):
@@ -309,9 +319,3 @@ def _single_job(override: Override) -> str:
     first = value.start if isinstance(value, IntervalSweep) else next(override.sweep_string_iterator())
     prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++"}.get(override.type, "")
     return f"{prefix}{override.get_key_element()}={first}"
-
-
-def _sweeper_params(cfg: DictConfig) -> list[Override]:
-    """The search space a sweeper draws from (`hydra.sweeper.params`, e.g. conf/hparams_search/optuna.yaml)."""
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    return [_parse(f"{key}={value}") for key, value in params.items()]

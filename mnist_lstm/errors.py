@@ -2,7 +2,5 @@
 
 
 class UserError(Exception):
-    """A mistake the user can fix (a bad override, missing data, a wrong checkpoint, a bad image).
-
-    The message is one line: what is wrong and how to fix it.
-    """
+    """A mistake the user can fix (a bad override, missing data, a wrong checkpoint, a bad image), said in one line:
+    what is wrong and how to fix it."""

@@ -33,8 +33,7 @@ from PIL import Image
 
 from mnist_lstm.checkpoint import load_model
 from mnist_lstm.data import load_mnist
-from mnist_lstm.demo.app import create_app
-from mnist_lstm.demo.reading import MAX_BYTES, DigitReader, OfficialDigits
+from mnist_lstm.demo.app import MAX_BYTES, DigitReader, OfficialDigits, create_app
 from mnist_lstm.demo.server import listen, newest_best_checkpoint
 from mnist_lstm.errors import UserError
 from mnist_lstm.use.figures import per_row_probabilities

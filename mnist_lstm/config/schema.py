@@ -1,12 +1,9 @@
-"""Every key a user sets, declared once: its type, its range and what it does (pydantic models).
+"""Every key a user sets, declared once: its type, its range and what it does (pydantic models, strict).
 
-The values live in the YAML files (conf/train.yaml...): Hydra composes them, refusing a key that does not exist,
-and `validate` checks the composed config against its script's model here: a value of the wrong type, out of its
-range or not among its choices ends in one line that names the key. The objects the config builds (the Trainer,
-callbacks, loggers, the optimiser) check their own arguments when the dry run builds them (mnist_lstm/run/dry_run.py).
-
-`hparam=True` marks what TensorBoard's HPARAMS tab compares runs by; `architecture=True` what a checkpoint is (a
-resumed run must match it).
+Hydra composes the YAML files (conf/train.yaml...) and `validate` checks the result against its script's model: a
+value of the wrong type, out of range or not among its choices ends in one line that names the key. The objects the
+config builds (the Trainer, the optimiser...) check their own arguments in the dry run (mnist_lstm/run/dry_run.py).
+`hparam=True` marks what TensorBoard's HPARAMS tab compares runs by; `architecture=True` what a resumed run must match.
 """
 
 from __future__ import annotations
@@ -159,14 +156,7 @@ class Demo(Schema):
 
 
 # config name (conf/<name>.yaml) -> its schema
-SCHEMAS: dict[str, type[Schema]] = {
-    "train": Train,
-    "eval": Eval,
-    "predict": Predict,
-    "visualize": Visualize,
-    "export": Export,
-    "demo": Demo,
-}
+SCHEMAS: dict[str, type[Schema]] = {c.__name__.lower(): c for c in (Train, Eval, Predict, Visualize, Export, Demo)}
 
 
 def validate(job: dict[str, Any], config_name: str, typed: Iterable[str] = ()) -> None:
@@ -181,37 +171,21 @@ def validate(job: dict[str, Any], config_name: str, typed: Iterable[str] = ()) -
 
 
 def _message(error: dict[str, Any], config_name: str, job: dict[str, Any]) -> str:
-    key, field = _declared(SCHEMAS[config_name], error["loc"])
+    loc, fields = ".".join(map(str, error["loc"])), knobs(SCHEMAS[config_name])
+    key = next((k for k in fields if loc == k or loc.startswith(f"{k}.")), loc)  # (past a key: a union's member)
     if error["type"] == "extra_forbidden":
         close = near(key, job)
         fix = f"did you mean {' or '.join(close)}?" if close else "remove it"
         return f"unknown key {key!r}: {fix} (--cfg job prints every key)"
     if error["type"] == "missing":
         return f"{key} has no value (the config leaves it ???): set it, e.g. {key}=<value>"
-    value = error["input"]
-    shown = "null" if value is None else repr(value)
-    why = error["msg"].replace("Input should be", "must be").replace("Field required", "must be set")
-    extra = field.json_schema_extra if field is not None else None
-    example = f" (e.g. {extra['example']})" if extra and extra["example"] else ""
+    shown = "null" if error["input"] is None else repr(error["input"])
+    why = error["msg"].replace("Input should be", "must be")
+    example = fields[key].json_schema_extra["example"] if key in fields else None
+    example = f" (e.g. {example})" if example else ""
     if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"):
         return f"{key}={shown} is out of range: {key} {why}{example}"
     return f"invalid value {key}={shown}: {key} {why}{example}"
-
-
-def _declared(schema: Any, loc: tuple) -> tuple[str, Any]:
-    """The dotted key an error's location names, and its field (None past the declared ones: a union's member, an
-    undeclared key)."""
-    path, field = [], None
-    for part in loc:
-        fields = getattr(schema, "model_fields", {})
-        field = next((f for name, f in fields.items() if part in (name, f.alias)), None)
-        if field is None:
-            if fields or not path:  # an undeclared key is named; a union's member is not
-                path.append(str(part))
-            break
-        path.append(str(part))
-        schema = field.annotation
-    return ".".join(path), field
 
 
 def near(key: str, cfg: dict[str, Any]) -> list[str]:
@@ -240,9 +214,8 @@ def knobs(schema: type[Schema] = Train, prefix: str = "") -> dict[str, Any]:
     """dotted key -> pydantic field, for every declared key of `schema` (nested groups flattened)."""
     found = {}
     for name, field in schema.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, Schema):
-            found.update(knobs(annotation, f"{prefix}{name}."))
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Schema):
+            found.update(knobs(field.annotation, f"{prefix}{name}."))
         elif field.alias is None:
             found[f"{prefix}{name}"] = field
     return found
@@ -250,11 +223,8 @@ def knobs(schema: type[Schema] = Train, prefix: str = "") -> dict[str, Any]:
 
 def hyperparameters(cfg: Any) -> dict[str, Any]:
     """The knobs worth comparing runs by (`hparam=True`), for TensorBoard's HPARAMS tab: name -> value."""
-    return {
-        key.rpartition(".")[2]: OmegaConf.select(cfg, key)
-        for key, field in knobs().items()
-        if field.json_schema_extra["hparam"]
-    }
+    keys = [key for key, field in knobs().items() if field.json_schema_extra["hparam"]]
+    return {key.rpartition(".")[2]: OmegaConf.select(cfg, key) for key in keys}
 
 
 def architecture() -> list[str]:

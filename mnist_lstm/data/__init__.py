@@ -1,9 +1,8 @@
-"""MNIST for the row-by-row LSTM: the files (files.py), the LightningDataModule (datamodule.py), the resumable
-order of the training data (shuffle.py) and the training images' augmentation (augment.py)."""
+"""MNIST for the row-by-row LSTM: the files (files.py), the LightningDataModule and the resumable order of the
+training data (datamodule.py), and the training images' augmentation (augment.py)."""
 
-from mnist_lstm.data.datamodule import MNISTDataModule
+from mnist_lstm.data.datamodule import MNISTDataModule, ResumableShuffle
 from mnist_lstm.data.files import EXTRACTED_SIZES, MNIST_FILES, ensure_mnist, load_mnist, raw_dir
-from mnist_lstm.data.shuffle import ResumableShuffle
 
 __all__ = [
     "EXTRACTED_SIZES",

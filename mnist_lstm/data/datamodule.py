@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from mnist_lstm.data.augment import random_shift, random_warp
 from mnist_lstm.data.files import ensure_mnist, load_mnist
-from mnist_lstm.data.shuffle import ResumableShuffle
 
 
 class InMemory(TensorDataset):
-    """A split held as tensors, on the CPU or on the GPU. The DataLoader hands `__getitems__` a whole
-    batch of indices: one gather per tensor makes the batch, instead of a Python loop over samples and a
-    stack (on a GPU, a few kernels per batch instead of hundreds)."""
+    """A split held as tensors, on the CPU or the GPU. The DataLoader hands `__getitems__` a whole batch of indices:
+    one gather per tensor makes the batch, not a Python loop over samples and a stack (on a GPU, a few kernels per
+    batch instead of hundreds)."""
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
         device = self.tensors[0].device
@@ -24,24 +25,41 @@ class InMemory(TensorDataset):
             index = index.pin_memory().to(device, non_blocking=True)
         return tuple(tensor[index] for tensor in self.tensors)
 
-    def to(self, device: torch.device) -> InMemory:
-        return InMemory(*(tensor.to(device) for tensor in self.tensors))
 
+class ResumableShuffle(Sampler[int]):
+    """Every index of a dataset of `size` once per epoch, in an order fixed by (seed, epoch), so that a resumed run
+    reads what was left: `DataLoader(shuffle=True)` draws each epoch's order from the global RNG when the epoch
+    starts, which a run resumed mid-epoch cannot replay. `resume_at(epoch, samples_done)` makes the next pass skip
+    what that epoch had already read; Lightning calls `set_epoch` before every epoch, which starts from its beginning.
+    """
 
-def _batch_as_gathered(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """The DataLoader's collate_fn: InMemory.__getitems__ already returns the batch."""
-    return batch
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self.epoch = 0
+        self.start = 0  # samples of `epoch` already read before a resume
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.start = epoch, 0
+
+    def resume_at(self, epoch: int, samples_done: int) -> None:
+        self.epoch, self.start = epoch, samples_done
+
+    def __iter__(self) -> Iterator[int]:
+        # Seeded per (seed, epoch), not drawn from a running generator: any epoch can be rebuilt alone.
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch)) % 2**63)
+        yield from torch.randperm(self.size, generator=generator)[self.start :].tolist()
+
+    def __len__(self) -> int:
+        # The full epoch: Lightning counts batches per epoch from this and resumes its counters mid-epoch.
+        return self.size
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """Train/val/test as the tutorial's input pipeline had them: the official 60,000 training images
-    split 55,000 / 5,000 with a fixed seed, and the official 10,000 test images untouched.
-
-    Everything stays in memory as tensors (47 MB of pixels): no PIL image is decoded per sample. With
-    `on_device` (by default whenever the run is on a GPU) the tensors move to the GPU once, in setup, and
-    each batch is gathered there: no host-to-device copy of images per step. `shift`, `rotate`, `elastic`: each
-    training image moved by up to `shift` pixels each way, rotated by up to `rotate` degrees and distorted
-    elastically by `elastic` pixels (augment.py), on the whole batch where it is.
+    """The official 60,000 training images split 55,000 / 5,000 with a fixed seed, and the official 10,000 test
+    images, in memory as tensors (47 MB of pixels: no image decoded per sample). With `on_device` (by default on a
+    GPU) they move to the GPU once, in setup: no host-to-device copy of images per step. `shift`, `rotate`,
+    `elastic`: the training batches' augmentation (augment.py), on the device where they are.
     """
 
     def __init__(
@@ -68,8 +86,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_order: ResumableShuffle | None = None
         self._train_order_to_resume: dict | None = None
 
-    def prepare_data(self) -> None:
-        """Verify (or download) and extract the raw files once, before any process reads them."""
+    def prepare_data(self) -> None:  # once, before any process reads the files
         ensure_mnist(self.hparams.data_dir, self.hparams.download)
 
     def setup(self, stage: str | None = None) -> None:
@@ -79,14 +96,13 @@ class MNISTDataModule(L.LightningDataModule):
         images, labels = load_mnist(self.hparams.data_dir, train=True)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
         val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
-        self.train_set = InMemory(images[train_idx], labels[train_idx])
-        self.val_set = InMemory(images[val_idx], labels[val_idx])
-        self.test_set = InMemory(*load_mnist(self.hparams.data_dir, train=False))
+        test = load_mnist(self.hparams.data_dir, train=False)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if self._keep_on(device):
-            self.train_set, self.val_set, self.test_set = (
-                s.to(device) for s in (self.train_set, self.val_set, self.test_set)
-            )
+        device = device if self._keep_on(device) else torch.device("cpu")
+        self.train_set, self.val_set, self.test_set = (
+            InMemory(*(tensor.to(device) for tensor in split))
+            for split in ((images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx]), test)
+        )
 
     def _keep_on(self, device: torch.device) -> bool:
         """Whether the splits move to `device` once (on_device: true, or null on a GPU)."""
@@ -101,8 +117,7 @@ class MNISTDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            drop_last=False,  # never drop a sample: val and test metrics must see all of them
-            collate_fn=_batch_as_gathered,
+            collate_fn=tuple,  # InMemory.__getitems__ has made the batch
             num_workers=0 if on_gpu else self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory and not on_gpu,
             persistent_workers=self.hparams.num_workers > 0 and not on_gpu,

@@ -41,66 +41,50 @@ def missing_data_message(data_dir: str | Path, reason: str, keys: str = "data.")
 
 
 def damage(path: Path, md5: str) -> str | None:
-    """What is wrong with an original MNIST file that is present: truncated, corrupted or another file
-    (its md5 differs from the published one); None when it is good."""
+    """What is wrong with an original MNIST file that is present (truncated, corrupted, or another file: its md5 is
+    not the published one) and what to do, in one line; None when it is good."""
     if check_integrity(str(path), md5):
         return None
     try:
         with gzip.open(path) as file:
             while file.read(1 << 22):
                 pass
+        reason = f"not the original file (checksum mismatch: its md5 is not the published {md5})"
     except EOFError:
-        return "truncated (it ends before its compressed data does)"
+        reason = "truncated (it ends before its compressed data does)"
     except (OSError, zlib.error):  # gzip.BadGzipFile is an OSError
-        return "corrupted (not a readable gzip file)"
-    return f"not the original file (checksum mismatch: its md5 is not the published {md5})"
-
-
-def damaged_data_message(data_dir: str | Path, name: str, reason: str) -> str:
-    path = raw_dir(data_dir) / name
+        reason = "corrupted (not a readable gzip file)"
     return (
         f"{path} is {reason}; delete it and run again online to download it anew, or replace it with an intact "
         "copy of the original file"
     )
 
 
-def _remove_partial_extractions(folder: Path) -> None:
-    """Delete extracted files of the wrong size (an extraction killed half-way): torchvision would read them."""
-    for name, size in EXTRACTED_SIZES.items():
-        if (folder / name).is_file() and (folder / name).stat().st_size != size:
-            (folder / name).unlink()
-
-
 def ensure_mnist(data_dir: str | Path, download: bool = True, keys: str = "data.") -> None:
-    """Make `<data_dir>/MNIST/raw/` hold the verified, extracted MNIST files.
-
-    torchvision checks the md5 of the `.gz` files there and extracts them offline; missing or damaged ones are
-    downloaded if `download`, else the run stops with one line saying which file is wrong and what to do.
-    """
+    """Make `<data_dir>/MNIST/raw/` hold the verified (md5), extracted MNIST files: missing or damaged ones are
+    downloaded if `download`, else the run stops with one line saying which file is wrong and what to do."""
     folder = raw_dir(data_dir)
     # One process at a time (runs of a sweep share the folder): none may read a file another is extracting.
     writable = folder.is_dir() and os.access(folder, os.W_OK)  # a read-only copy is never extracted into
     with FileLock(folder / ".lock") if writable else contextlib.nullcontext():
-        _ensure_mnist(data_dir, folder, download, keys)
-
-
-def _ensure_mnist(data_dir: str | Path, folder: Path, download: bool, keys: str) -> None:
-    present = [(name, md5) for name, md5 in MNIST.resources if (folder / name).is_file()]
-    damaged = {name: reason for name, md5 in present if (reason := damage(folder / name, md5))}
-    if damaged and not download:
-        raise UserError(damaged_data_message(data_dir, *next(iter(damaged.items()))))
-    if len(present) < len(MNIST.resources) and not download:
-        raise UserError(missing_data_message(data_dir, f"downloading is off: {keys}download=false", keys))
-    _remove_partial_extractions(folder)
-    try:
-        # torchvision prints its download and extraction chatter; a failure is reported below instead.
-        with contextlib.redirect_stdout(io.StringIO()):
-            MNIST(str(data_dir), train=True, download=True)
-    except (RuntimeError, OSError) as err:
-        if damaged:  # and it could not be downloaded again
-            raise UserError(damaged_data_message(data_dir, *next(iter(damaged.items())))) from err
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(missing_data_message(data_dir, reason, keys)) from err
+        present = [(name, md5) for name, md5 in MNIST.resources if (folder / name).is_file()]
+        damaged = [message for name, md5 in present if (message := damage(folder / name, md5))]
+        if damaged and not download:
+            raise UserError(damaged[0])
+        if len(present) < len(MNIST.resources) and not download:
+            raise UserError(missing_data_message(data_dir, f"downloading is off: {keys}download=false", keys))
+        for name, size in EXTRACTED_SIZES.items():  # half-extracted (a killed run): torchvision would read it
+            if (folder / name).is_file() and (folder / name).stat().st_size != size:
+                (folder / name).unlink()
+        try:
+            # torchvision prints its download and extraction chatter; a failure is reported below instead.
+            with contextlib.redirect_stdout(io.StringIO()):
+                MNIST(str(data_dir), train=True, download=True)
+        except (RuntimeError, OSError) as err:
+            if damaged:  # and it could not be downloaded again
+                raise UserError(damaged[0]) from err
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(missing_data_message(data_dir, reason, keys)) from err
 
 
 def load_mnist(data_dir: str | Path, train: bool, keys: str = "data.") -> tuple[torch.Tensor, torch.Tensor]:

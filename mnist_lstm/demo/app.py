@@ -1,18 +1,14 @@
-"""The demo's web app: the page (static/), and a small JSON API that reads a digit row by row.
-
-    GET  /                       the page
-    GET  /static/...             its script and style (nothing is fetched from anywhere else)
-    GET  /api/about              the model, whether test digits are available, the upload limits
-    POST /api/read               body: a PNG/JPEG file (a drawing, an upload) -> its reading
-    GET  /api/test-digit[?index=N]   an official test digit (random without index) -> its reading, with its label
-
-A reading is `Reading.as_json()` (reading.py; docs/demo.md). Every refusal is a 4xx answer `{"error": "<one
-line>"}`, never a traceback; an unexpected failure is a 500 with one line, logged, and the server goes on.
-"""
+"""The demo's web app: the page (static/), and a small JSON API that reads a digit row by row (docs/demo.md):
+POST /api/read (body: a PNG/JPEG file), GET /api/test-digit[?index=N] (random without index), GET /api/about.
+Every refusal is a 4xx answer `{"error": "<one line>"}`, never a traceback; an unexpected failure a 500 with one
+line, logged, and the server goes on."""
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -21,21 +17,98 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from torch import Tensor
 
-from mnist_lstm.demo.reading import MAX_BYTES, DigitReader, NoOfficialDigits, OfficialDigits, TooLarge
+from mnist_lstm.data import ensure_mnist, load_mnist
 from mnist_lstm.errors import UserError
-from mnist_lstm.use.images import MAX_PIXELS, NotAnImage, TooManyPixels
+from mnist_lstm.use.figures import per_row_probabilities
+from mnist_lstm.use.images import MAX_PIXELS, NotAnImage, TooManyPixels, decode_image, digit_of
+from mnist_lstm.use.models import Reader, device_of
 
+MAX_BYTES = 10_000_000  # an upload's size limit (10 MB): a photo from a phone fits
 # The page may load only what this server serves (and draw what it made itself): nothing leaves the machine.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'"
 )
 NO_STORE = {"Cache-Control": "no-store"}  # a random digit is a new one every time
+STATUS = {TooManyPixels: 413, NotAnImage: 415}  # the HTTP status of a refusal by its kind; any other: 400
 
 
-# The HTTP status of a refusal by its kind; any other: 400.
-STATUS = {TooLarge: 413, TooManyPixels: 413, NotAnImage: 415, NoOfficialDigits: 503}
+@dataclass(frozen=True)
+class Reading:
+    """One digit read row by row: `image` (28, 28) in [0, 1] as the model sees it (white on black), and
+    `per_row` (28, 10) the class probabilities after each row; `label`, `index`: an official test digit's."""
+
+    image: Tensor
+    per_row: Tensor
+    label: int | None = None
+    index: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The API's answer (docs/demo.md): plain lists and numbers."""
+        answers = self.per_row.argmax(dim=1).tolist()
+        changes = [row + 1 for row in range(1, len(answers)) if answers[row] != answers[row - 1]]
+        return {
+            "answer": answers[-1],
+            "probabilities": self.per_row[-1].tolist(),
+            "per_row": self.per_row.tolist(),
+            "per_row_answers": answers,
+            "changes": changes,
+            "settled_row": changes[-1] if changes else 1,  # the first row from which the answer is the final one
+            "image": [[round(value, 4) for value in row] for row in self.image.tolist()],
+            "label": self.label,
+            "index": self.index,
+        }
+
+
+class DigitReader:
+    """The model, loaded once, and what each request asks of it."""
+
+    def __init__(self, model: Reader) -> None:
+        self.model, self.device = model, device_of(model)
+
+    def read(self, image: Tensor, label: int | None = None, index: int | None = None) -> Reading:
+        """One (28, 28) image -> its Reading. Safe from several threads at once: the model is only read."""
+        probabilities = per_row_probabilities(self.model, image[None].to(self.device))[0].cpu().float()
+        return Reading(image.cpu(), probabilities, label, index)
+
+    def read_file(self, data: bytes) -> Reading:
+        """An image file's bytes (a drawing, an upload), prepared as predict.py's pictures are -> its Reading."""
+        if not data:
+            raise UserError("no image in the request: send a PNG or JPEG file of one digit as its body")
+        return self.read(digit_of(decode_image(data)))
+
+
+class OfficialDigits:
+    """The official 10,000 test digits, or why they are not available (the server runs without them)."""
+
+    def __init__(self, images: Tensor | None, labels: Tensor | None, unavailable: str = "") -> None:
+        self.images, self.labels, self.unavailable = images, labels, unavailable
+        self.random = random.Random()
+
+    @classmethod
+    def load(cls, data_dir: str | Path, download: bool) -> OfficialDigits:
+        """From `<data_dir>/MNIST/raw/`, as training finds them; if they cannot be had, an empty set that says why."""
+        try:
+            ensure_mnist(data_dir, download, keys="")  # (the demo's keys are top-level: data_dir=, download=)
+            images, labels = load_mnist(data_dir, train=False, keys="")
+        except UserError as err:
+            return cls(None, None, str(err))
+        return cls(images, labels)
+
+    def __len__(self) -> int:
+        return 0 if self.images is None else len(self.images)
+
+    def pick(self, index: int | None) -> tuple[int, Tensor, int]:
+        """(index, image (28, 28), label) of test digit `index`, or of a random one."""
+        if self.images is None or self.labels is None:
+            raise HTTPException(503, f"no official test digits on this server: {self.unavailable}")
+        if index is None:
+            index = self.random.randrange(len(self))
+        if not 0 <= index < len(self):
+            raise UserError(f"index={index} is not a test digit: pass an index in [0, {len(self) - 1}]")
+        return index, self.images[index], int(self.labels[index])
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -45,15 +118,15 @@ def error(status: int, message: str) -> JSONResponse:
 async def body_within(request: Request) -> bytes:
     """The request's body, refused as soon as it is known to be over MAX_BYTES (from its Content-Length, else
     while it arrives): a huge upload is never held in memory."""
-    too_large = TooLarge(f"the file is over the limit of {MAX_BYTES / 1e6:g} MB: send a smaller image of the digit")
+    too_large = f"the file is over the limit of {MAX_BYTES / 1e6:g} MB: send a smaller image of the digit"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BYTES:
-        raise too_large
+        raise HTTPException(413, too_large)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BYTES:
-            raise too_large
+            raise HTTPException(413, too_large)
         chunks.append(chunk)
     return b"".join(chunks)
 

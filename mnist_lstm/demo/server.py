@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from mnist_lstm.demo.reading import DigitReader, OfficialDigits
 from mnist_lstm.errors import UserError
 from mnist_lstm.use.models import open_model
 
@@ -59,20 +58,13 @@ def listen(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as err:
         sock.close()
-        if err.errno == errno.EADDRINUSE:
-            raise UserError(
-                f"port {port} on {host} is taken by another program: pass port=<another>, e.g. port={port + 1}, "
-                "or port=0 for any free one"
-            ) from err
-        if err.errno == errno.EACCES:
-            raise UserError(
-                f"port {port} needs special rights on this machine: pass port=8000 or another above 1023"
-            ) from err
-        if err.errno == errno.EADDRNOTAVAIL:
-            raise UserError(
-                f"host={host} is not an address of this machine: use host=127.0.0.1 or host=0.0.0.0"
-            ) from err
-        raise UserError(f"cannot serve on {host}:{port}: {err.strerror}") from err
+        fixes = {
+            errno.EADDRINUSE: f"port {port} on {host} is taken by another program: pass port=<another>, e.g. "
+            f"port={port + 1}, or port=0 for any free one",
+            errno.EACCES: f"port {port} needs special rights on this machine: pass port=8000 or another above 1023",
+            errno.EADDRNOTAVAIL: f"host={host} is not an address of this machine: use host=127.0.0.1 or host=0.0.0.0",
+        }
+        raise UserError(fixes.get(err.errno, f"cannot serve on {host}:{port}: {err.strerror}")) from err
     return sock
 
 
@@ -88,7 +80,7 @@ def serve(cfg: DictConfig) -> None:
     try:
         import uvicorn
 
-        from mnist_lstm.demo.app import create_app
+        from mnist_lstm.demo.app import DigitReader, OfficialDigits, create_app
     except ImportError as err:
         raise UserError(f"the demo needs fastapi and uvicorn ({err.name} is not installed): {INSTALL}") from err
     ckpt_path = cfg.ckpt_path

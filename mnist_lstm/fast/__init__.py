@@ -1,13 +1,7 @@
-"""Speed, apart from the model: faster loops, and the training step replayed from CUDA graphs.
+"""Speed, apart from the model: faster loops, and the training step replayed from CUDA graphs (docs/model.md).
 
 Nothing here changes what the model computes: each loop is tested against lstm_loop and nn.LSTM (outputs and
 gradients, in float64). A run picks them with its speed settings (conf/speed/), which checkpoints never hold.
-
-    fused.py       "fused": the loop with its backward written by hand, and a faster dropout on the CPU
-    inference.py   what "fused" runs without gradients
-    triton.py      "triton": the fused loop with each timestep's elementwise work as one Triton kernel (GPU)
-    cuda_graph.py  the training forward and backward, or the whole step, replayed from one CUDA graph
-    nvml.py        Lightning's NVML-based CUDA check turned off where NVML cannot load
 """
 
 from __future__ import annotations

@@ -1,29 +1,16 @@
-"""CUDA graphs for the training step (speed.cuda_graph): its launches captured once, replayed with one call.
+"""CUDA graphs for the training step (speed.cuda_graph): its launches captured once, replayed with one call, as
+the LSTM's few small kernels per timestep and layer can take the CPU longer to launch than the GPU to run.
 
-The LSTM launches a few small kernels per timestep and layer: on a GPU the CPU can spend longer launching them
-than the GPU running them. Two ways, each a subclass of RowLSTMModule that the run builds instead of it
-(`mnist_lstm.fast.module_class`):
-
-- `ForwardBackwardGraphModule` (forward_backward) replays the network's forward and backward (`GraphedTraining`,
-  torch.cuda.make_graphed_callables). The loss, the optimiser step and the metrics stay outside, so Lightning,
-  gradient clipping and learning-rate schedules work unchanged.
-- `WholeStepGraphModule` (whole_step) replays the whole step (`GraphedStep`): forward, loss, backward and the
-  optimiser's update, clipping included. The CPU runs no autograd or optimiser code, at the price of what a
-  replay cannot change: no gradient accumulation, no learning-rate schedule.
-
-Subclasses, because only the LightningModule's own hooks can replace what Lightning's loop does around
-`training_step` (zeroing the gradients, backward, the optimiser step): a callback cannot, and a strategy would
-take over device placement and DDP too. They take RowLSTMModule's arguments, so their checkpoints are its own.
-
-A graph replays fixed shapes: that of the largest batch seen (a run resumed just before an epoch's last batch
-sees that smaller one first). Other shapes, validation and test run as usual.
+Each setting (forward_backward, whole_step) is a subclass of RowLSTMModule that the run builds instead of it
+(`mnist_lstm.fast.module_class`), since only the LightningModule's own hooks can replace what Lightning's loop does
+around `training_step` (zeroing the gradients, backward, the optimiser step): a callback cannot, and a strategy
+would take over device placement and DDP too. They take RowLSTMModule's arguments, so their checkpoints are its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -74,21 +61,10 @@ def cuda_graph_refusal(
     return None
 
 
-class _Forward(nn.Module):
-    """Holds the network for make_graphed_callables, which replaces the forward of the module it is given:
-    the network itself stays untouched, to run batches of other shapes and in eval mode."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.net(images)
-
-
 class GraphedTraining:
     """`net` in training mode, replayed from a CUDA graph for batches shaped like the largest one it has seen
-    (captured again if a larger batch comes later)."""
+    (captured again if a larger batch comes later: a run resumed just before an epoch's last, smaller batch sees
+    that one first). Other shapes, and eval mode, run the network itself."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
@@ -99,24 +75,25 @@ class GraphedTraining:
         if not (self.net.training and images.is_cuda and torch.is_grad_enabled()):
             return self.net(images)
         if self.graphed is None or len(images) > self.shape[0]:
-            _refuse_autocast("forward_backward")
+            if torch.is_autocast_enabled("cuda"):
+                raise UserError(cuda_graph_refusal("forward_backward", precision="*-mixed"))
             self.shape = images.shape
-            # Captured on a copy: the graph's input lives at a fixed address that each replay copies into.
-            self.graphed = torch.cuda.make_graphed_callables(_Forward(self.net), (images.detach().clone(),))
+            # make_graphed_callables replaces the forward of the module it is given: here a wrapper, so that the
+            # network itself stays untouched, for other shapes and eval mode. Captured on a copy: the graph's input
+            # lives at a fixed address that each replay copies into.
+            self.graphed = torch.cuda.make_graphed_callables(nn.Sequential(self.net), (images.detach().clone(),))
         return self.graphed(images) if images.shape == self.shape else self.net(images)
 
 
 class GraphedStep:
-    """A whole training step replayed from one CUDA graph, for batches shaped like the largest seen before the
-    capture.
-
+    """A whole training step replayed from one CUDA graph, for batches shaped like the largest seen before the capture.
     `step(images, labels) -> (loss, logits)` sets the gradients to None, then runs the forward, the loss, the
-    backward and the optimiser's update. On a GPU the first `warmup` batches of that shape run it on a side
-    stream, as torch.cuda.graph asks (creating Adam's state and cuBLAS' workspace, compiling Triton's kernels);
-    the next one captures it; a larger batch before then restarts the warm-up (Triton compiles anew for other
-    sizes). The gradients are None at the capture, so the graph allocates them and each replay writes them
-    afresh. A batch of another shape runs `step` op by op (as every step on the CPU does) into gradients of its
-    own, copied then into the graph's, where `param.grad` points again: the hooks read the last step's.
+    backward and the optimiser's update. On a GPU the first `warmup` batches of that shape run it on a side stream,
+    as torch.cuda.graph asks (creating Adam's state and cuBLAS' workspace, compiling Triton's kernels); the next one
+    captures it; a larger batch before then restarts the warm-up (Triton compiles anew for other sizes). The
+    gradients are None at the capture, so the graph allocates them and each replay writes them afresh. A batch of
+    another shape runs `step` op by op (as every step on the CPU does) into gradients of its own, copied then into
+    the graph's, where `param.grad` points again: the hooks read the last step's.
     """
 
     def __init__(
@@ -141,16 +118,30 @@ class GraphedStep:
         if self.graph is None and (self.shape is None or len(images) > self.shape[0]):
             self.shape, self.warmup = images.shape, self.warmup_steps
         if images.shape != self.shape:
-            with _stepping_outside_the_graph():
-                outputs = self.step(images, labels)
-            self._gradients_back_into_the_graph()
+            outputs = self._step_outside_the_graph(images, labels)
+            for param, grad in self.grads:
+                if param.grad is not None:
+                    grad.copy_(param.grad)
+                param.grad = grad
             return outputs
         if self.graph is None and self.warmup > 0:
             self.warmup -= 1
-            with _stepping_outside_the_graph():
-                return self._on_side_stream(images, labels)
-        if self.graph is None:
-            self._capture(images, labels)
+            # On the stream the capture runs on, so that what the libraries set up per stream on first use (e.g.
+            # cuBLAS' workspace) is set up here, not during the capture (PyTorch's make_graphed_callables does so).
+            self.stream = self.stream or torch.cuda.Stream()
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                outputs = self._step_outside_the_graph(images, labels)
+            torch.cuda.current_stream().wait_stream(self.stream)
+            return outputs
+        if self.graph is None:  # one step recorded on copies of this batch (inputs at fixed addresses): none runs
+            if torch.is_autocast_enabled("cuda"):
+                raise UserError(cuda_graph_refusal("whole_step", precision="*-mixed"))
+            self.inputs = (images.clone(), labels.clone())
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=self.stream):
+                self.outputs = self.step(*self.inputs)
+            self.grads = [(p, p.grad) for p in self.parameters if p.grad is not None]
         else:
             self.inputs[0].copy_(images)
             self.inputs[1].copy_(labels)
@@ -158,46 +149,12 @@ class GraphedStep:
         loss, logits = self.outputs
         return loss.clone(), logits
 
-    def _on_side_stream(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        # The capture runs on the same stream, so that what the libraries set up per stream on first use (e.g.
-        # cuBLAS' workspace) is set up here, not during the capture (PyTorch's make_graphed_callables does so).
-        self.stream = self.stream or torch.cuda.Stream()
-        self.stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.stream):
-            outputs = self.step(images, labels)
-        torch.cuda.current_stream().wait_stream(self.stream)
-        return outputs
-
-    def _capture(self, images: Tensor, labels: Tensor) -> None:
-        """Record one step on copies of this batch (the graph's inputs, at fixed addresses); nothing runs yet."""
-        _refuse_autocast("whole_step")
-        self.inputs = (images.clone(), labels.clone())
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=self.stream):
-            self.outputs = self.step(*self.inputs)
-        self.grads = [(p, p.grad) for p in self.parameters if p.grad is not None]
-
-    def _gradients_back_into_the_graph(self) -> None:
-        """After a step outside the graph, which allocated gradients of its own: they are copied to where the
-        replays write theirs, and `param.grad` points there again."""
-        for param, grad in self.grads:
-            if param.grad is not None:
-                grad.copy_(param.grad)
-            param.grad = grad
-
-
-@contextlib.contextmanager
-def _stepping_outside_the_graph() -> Iterator[None]:
-    """Silences torch.optim's warning that a capturable optimiser steps outside a graph: these steps do, on
-    purpose (a replay enters no context)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
-        yield
-
-
-def _refuse_autocast(setting: str) -> None:
-    if torch.is_autocast_enabled("cuda"):
-        raise UserError(cuda_graph_refusal(setting, precision="*-mixed"))
+    def _step_outside_the_graph(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """`step`, without torch.optim's warning that a capturable optimiser steps outside a graph: this one does,
+        on purpose (a replay enters no context)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+            return self.step(images, labels)
 
 
 class _GraphedModule(RowLSTMModule):
@@ -233,7 +190,8 @@ class _GraphedModule(RowLSTMModule):
 
 
 class ForwardBackwardGraphModule(_GraphedModule):
-    """RowLSTMModule whose training forward and backward on a GPU replay one CUDA graph (GraphedTraining)."""
+    """RowLSTMModule whose training forward and backward on a GPU replay one CUDA graph (GraphedTraining): the
+    loss, the optimiser step and the metrics stay outside, so Lightning, clipping and schedules work unchanged."""
 
     setting = "forward_backward"
 
@@ -250,7 +208,7 @@ class WholeStepGraphModule(_GraphedModule):
 
     Lightning still counts the step, logs, and calls the other hooks (on_before_backward and on_after_backward
     after the fact), except on_before_optimizer_step, which it calls from inside optimizer.step. On the CPU the
-    same step runs op by op (tested bit for bit against Lightning's own loop).
+    same step runs op by op.
     """
 
     setting = "whole_step"
@@ -286,11 +244,7 @@ class WholeStepGraphModule(_GraphedModule):
         pass
 
     def optimizer_step(
-        self,
-        epoch: int,
-        batch_idx: int,
-        optimizer: torch.optim.Optimizer,
-        optimizer_closure: Callable[[], Any] | None = None,
+        self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer, optimizer_closure: Callable | None = None
     ) -> None:
         if optimizer_closure is not None:
             optimizer_closure()  # training_step and the hooks around it; the optimiser steps inside training_step

@@ -1,13 +1,5 @@
 """`lstm_loop` made fast for training: the same math, in place, with its backward through time written by hand.
-Read mnist_lstm/model/lstm.py first.
-
-    fused_loop         what "fused" runs: FusedLSTMLoop with gradients, lstm_inference (inference.py) without,
-                       lstm_loop itself where torch.compile or autocast must see plain ops
-    FusedLSTMLoop      the forward in place, and the hand-written backward
-    Workspace(s)       one forward's buffers and their per-step views, made once and kept between steps
-    candidate_doubled  the candidate gate's rows doubled, so that one sigmoid activates all four gates
-    uniform_dropout    F.dropout's distribution, its mask drawn as uniform >= p (TensorFlow's way): faster on the CPU
-"""
+Read mnist_lstm/model/lstm.py first."""
 
 from __future__ import annotations
 
@@ -52,9 +44,8 @@ class FusedLSTMLoop(torch.autograd.Function):
         steps, batch, input_size = x.shape
         hidden = h0.shape[1]
         # tanh(z) = 2 sigmoid(2z) - 1: with the candidate gate's rows doubled, one sigmoid activates all four gates,
-        # and each gate's local derivative is sigmoid' = s (1 - s) times one factor.
-        # candidate_doubled copies each part contiguous: the forward's matmuls read it transposed, the backward's
-        # as it is.
+        # and each gate's local derivative is sigmoid' = s (1 - s) times one factor. candidate_doubled copies each
+        # part contiguous: the forward's matmuls read it transposed, the backward's as it is.
         w_input, w_hidden = (candidate_doubled(part) for part in weight.split([input_size, hidden], dim=1))
         bias = candidate_doubled(bias)
         w_hidden_t = w_hidden.t()
@@ -110,8 +101,7 @@ class FusedLSTMLoop(torch.autograd.Function):
                 torch.addmm(d_h_from_output[t], d_gates_t, w_hidden, out=d_h)
 
         # The gradients of x, the weight, the bias and h0 (below); then c0's.
-        gradients = input_gradients(ctx.needs_input_grad, x, w_input, w_hidden, h0, outputs, work.gates)
-        d_x, d_weight, d_bias, d_h0 = gradients
+        d_x, d_weight, d_bias, d_h0 = input_gradients(ctx, x, w_input, w_hidden, h0, outputs, work.gates)
         WORKSPACES.give_back(work)  # nothing reads the buffers any more: the next forward may take them
         # The weight and bias the forward used had the candidate's rows doubled: d/d(the given rows) is twice.
         return d_x, candidate_doubled(d_weight), candidate_doubled(d_bias), d_h0, d_c
@@ -131,24 +121,15 @@ class Workspace:
         gates = self.gates.unbind(0)
         # Per step: its gates (batch, 4*hidden) and their chunks i, f, s, o; where g, c_{t-1} and tanh c_t are
         # kept; where c_t goes (step t + 1's c_{t-1}).
+        factors, next_c = self.factors[:steps].unbind(0), self.factors[1:, 1].unbind(0)
         self.forward_steps = [
             (a, *a.chunk(4, dim=1), g, c_prev, tanh_c, c)
-            for a, (g, c_prev, _, tanh_c), c in zip(
-                gates, self.factors[:steps].unbind(0), self.factors[1:, 1].unbind(0), strict=True
-            )
+            for a, (g, c_prev, _, tanh_c), c in zip(gates, factors, next_c, strict=True)
         ]
         # Per step: its derivatives, those of i, f, s (batch, 3, hidden) and of o, dh_t/dc_t, f.
         per_gate = self.gates.view(steps, batch, 4, hidden)
-        self.backward_steps = list(
-            zip(
-                gates,
-                per_gate[:, :, :3].unbind(0),
-                per_gate[:, :, 3].unbind(0),
-                self.dh_dc.unbind(0),
-                self.forget.unbind(0),
-                strict=True,
-            )
-        )
+        per_step = gates, per_gate[:, :, :3].unbind(0), per_gate[:, :, 3].unbind(0), self.dh_dc.unbind(0)
+        self.backward_steps = list(zip(*per_step, self.forget.unbind(0), strict=True))
 
 
 class Workspaces:
@@ -199,26 +180,18 @@ def saved_once(ctx) -> tuple[Tensor, ...]:
     return ctx.saved_tensors
 
 
-def input_gradients(
-    needs_input_grad: tuple[bool, ...],
-    x: Tensor,
-    w_input: Tensor,
-    w_hidden: Tensor,
-    h0: Tensor,
-    outputs: Tensor,
-    d_gates: Tensor,
-) -> tuple[Tensor | None, Tensor, Tensor, Tensor | None]:
-    """From dL/d(pre-activation) of every step (time, batch, 4*hidden): the gradients of x, the fused weight (given
-    in its input and hidden parts), the bias and h0. The weight's is one matmul over all steps per part, since
-    [x_t, h_{t-1}] is the input of step t's gates."""
+def input_gradients(ctx, x: Tensor, w_input: Tensor, w_hidden: Tensor, h0: Tensor, outputs: Tensor, d_gates: Tensor):
+    """From dL/d(pre-activation) of every step (time, batch, 4*hidden): the gradients of x and h0 (where `ctx`
+    needs them), the fused weight (given in its input and hidden parts) and the bias. The weight's is one matmul
+    over all steps per part, since [x_t, h_{t-1}] is the input of step t's gates."""
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
     d_gates_2d = d_gates.view(steps * batch, 4 * hidden)
     # Transposed, (input^T d_gates)^T: on the CPU MKL computes it faster than d_gates^T input.
     d_w_hidden = torch.addmm(h0.t() @ d_gates[0], outputs[:-1].reshape(-1, hidden).t(), d_gates_2d[batch:])
     d_weight = torch.cat([x.reshape(steps * batch, -1).t() @ d_gates_2d, d_w_hidden]).t()
-    d_x = (d_gates_2d @ w_input).view_as(x) if needs_input_grad[0] else None
-    d_h0 = d_gates[0] @ w_hidden if needs_input_grad[3] else None
+    d_x = (d_gates_2d @ w_input).view_as(x) if ctx.needs_input_grad[0] else None
+    d_h0 = d_gates[0] @ w_hidden if ctx.needs_input_grad[3] else None
     return d_x, d_weight, d_gates_2d.sum(0), d_h0
 
 

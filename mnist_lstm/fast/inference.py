@@ -19,10 +19,10 @@ def lstm_inference(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor
     """
     steps, batch, input_size = x.shape
     hidden = h.shape[1]
-    weight, bias = _candidate_last_and_doubled(weight), _candidate_last_and_doubled(bias)
+    # Gate blocks (i, f, g, o) -> (i, f, o, 2g), rows of the fused weight and of the bias.
+    weight, bias = (torch.cat([i, f, o, 2 * g]) for i, f, g, o in (weight.chunk(4), bias.chunk(4)))
     w_input, w_hidden = weight.split([input_size, hidden], dim=1)
-    w_input_t = w_input.t()
-    w_hidden_t = w_hidden.t().contiguous()  # (hidden, 4*hidden)
+    w_input_t, w_hidden_t = w_input.t(), w_hidden.t().contiguous()  # w_hidden_t: (hidden, 4*hidden)
     outputs = x.new_empty(steps, batch, hidden)
     gates, sigmoid_d = x.new_empty(batch, 4 * hidden), x.new_empty(batch, hidden)
     d = c * -2.0
@@ -33,9 +33,3 @@ def lstm_inference(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor
         d.mul_(f).addcmul_(i, sigmoid_2g, value=-4.0).add_(i, alpha=2.0)  # -2c_t = f (-2c_{t-1}) - 2 i g
         h = torch.addcmul(o, o, torch.sigmoid(d, out=sigmoid_d), value=-2.0, out=outputs[t])  # o tanh(c_t)
     return outputs, (h, d * -0.5)
-
-
-def _candidate_last_and_doubled(rows: Tensor) -> Tensor:
-    """A fused weight or bias, gate blocks (i, f, g, o) -> (i, f, o, 2g), for lstm_inference."""
-    i, f, g, o = rows.chunk(4)
-    return torch.cat([i, f, o, 2 * g])

@@ -1,10 +1,9 @@
 """torch's NVML-based CUDA check, which importing Lightning turns on, turned off where NVML cannot load.
 
 Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that torch.cuda.is_available() asks NVML (the NVIDIA driver's
-library) instead of initialising CUDA, which forked processes could then not use. Without NVML (a CPU machine)
-torch tries to load it at every such call, fails, and asks the CUDA runtime after all. Adam asks at every step
-(whether a CUDA graph is being captured), so on a CPU the failed load is a noticeable share of a small model's
-step.
+library) instead of initialising CUDA, which forked processes could then not use. Without NVML torch tries to load
+it at every such call, fails, and asks the CUDA runtime after all: on a CPU, at every Adam step (is a CUDA graph
+being captured?), a noticeable share of a small model's step.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
-"""FusedLSTMLoop with each timestep's elementwise work as one Triton kernel (GPU training, `speed.loop=triton`).
+"""FusedLSTMLoop with each timestep's elementwise work as one Triton kernel each way (GPU, `speed.loop=triton`).
 
-On a GPU the fused loop is many small kernels, each too short to fill the GPU: per timestep and layer the
-recurrent matmul, then 6 elementwise ones forward and 4 backward. Here the same math as `FusedLSTMLoop`
-(fused.py, read that first) runs each timestep's elementwise work, local derivatives included, as one kernel
-each way; the matmuls stay cuBLAS'. Inside a kernel more operations cost nothing, so the gates keep nn.LSTM's
-layout (the candidate's rows not doubled) and the derivatives are written out gate by gate.
-
-Each kernel instance handles BLOCK of the batch * hidden cells of one timestep; cell (b, k) reads its four
-gates at columns k, H + k, 2H + k, 3H + k of row b of the (batch, 4H) gates, in nn.LSTM's order (i, f, g, o).
-Without a GPU, TRITON_INTERPRET=1 runs them on CPU tensors (the tests do). sigmoid and tanh are written with
-tl.exp because tl.sigmoid, itself a Triton function, is interpreted only if TRITON_INTERPRET was set before
-triton was first imported.
+On a GPU the fused loop is many small kernels, each too short to fill it. Here the same math as `FusedLSTMLoop`
+(fused.py, read that first) runs as one kernel per timestep each way, local derivatives included; the matmuls
+stay cuBLAS'. Inside a kernel more operations cost nothing, so the gates keep nn.LSTM's layout (i, f, g, o, the
+candidate's rows not doubled) and the derivatives are written out gate by gate. Each kernel instance handles
+BLOCK of the batch * hidden cells of one timestep. Without a GPU, TRITON_INTERPRET=1 runs them on CPU tensors
+(the tests do). sigmoid and tanh are written with tl.exp because tl.sigmoid, itself a Triton function, is
+interpreted only if TRITON_INTERPRET was set before triton was first imported.
 """
 
 from __future__ import annotations
@@ -32,24 +28,20 @@ def _sigmoid(z):
 
 
 @triton.jit
-def _tanh(z):
-    return 2.0 * _sigmoid(2.0 * z) - 1.0
-
-
-@triton.jit
 def _forward_step(gates, c_prev, c_out, h_out, dh_dc_out, forget_out, cells, hidden, BLOCK: tl.constexpr):
     """One timestep: the pre-activations in `gates` -> c_t, h_t, dh_t/dc_t and f; the gates are replaced by
     their local derivatives (FusedLSTMLoop.forward's loop body and, for this step, what follows its loop, fused)."""
     cell = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = cell < cells
-    gate = gates + (cell // hidden) * 4 * hidden + cell % hidden  # gate i of this cell; f, g, o follow, H apart
+    gate = gates + (cell // hidden) * 4 * hidden + cell % hidden  # cell (b, k)'s gate i: row b, column k; f, g, o
+    # follow, H apart
     i = _sigmoid(tl.load(gate, mask=mask))
     f = _sigmoid(tl.load(gate + hidden, mask=mask))
-    g = _tanh(tl.load(gate + 2 * hidden, mask=mask))
+    g = 2.0 * _sigmoid(2.0 * tl.load(gate + 2 * hidden, mask=mask)) - 1.0  # tanh(z) = 2 sigmoid(2z) - 1
     o = _sigmoid(tl.load(gate + 3 * hidden, mask=mask))
     c_before = tl.load(c_prev + cell, mask=mask)
     c = f * c_before + i * g
-    tanh_c = _tanh(c)
+    tanh_c = 2.0 * _sigmoid(2.0 * c) - 1.0
     h = o * tanh_c
     tl.store(c_out + cell, c, mask=mask)
     tl.store(h_out + cell, h, mask=mask)
@@ -99,24 +91,21 @@ class TritonLSTMLoop(torch.autograd.Function):
             c_prev, c, h = c, cells[t % 2], outputs[t]
             _forward_step[grid](gates[t], c_prev, c, h, dh_dc[t], forget[t], batch * hidden, hidden, BLOCK=BLOCK)
 
-        ctx.save_for_backward(x, weight, h0, outputs, gates, forget, dh_dc)
+        ctx.save_for_backward(x, w_input, w_hidden, h0, outputs, gates, forget, dh_dc)
         return outputs, c.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_outputs: Tensor, d_c_last: Tensor):
-        x, weight, h0, outputs, gates, forget, dh_dc = saved_once(ctx)
-        steps, batch, input_size = x.shape
+        x, w_input, w_hidden, h0, outputs, gates, forget, dh_dc = saved_once(ctx)
+        steps, batch, _ = x.shape
         hidden = h0.shape[1]
-        w_input, w_hidden = weight.split([input_size, hidden], dim=1)
         d_h = d_outputs[-1].contiguous().clone()  # (contiguous: the kernel reads cell b * hidden + k)
         d_c = d_c_last.contiguous().clone()
-        d_gates = gates  # dL/d(pre-activation) of every step, written over its local derivatives
         grid = (triton.cdiv(batch * hidden, BLOCK),)
-
-        for t in reversed(range(steps)):  # backpropagation through time
-            _backward_step[grid](d_gates[t], d_h, d_c, dh_dc[t], forget[t], batch * hidden, hidden, BLOCK=BLOCK)
+        # Backpropagation through time: each step's local derivatives in `gates` become dL/d(pre-activation).
+        for t in reversed(range(steps)):
+            _backward_step[grid](gates[t], d_h, d_c, dh_dc[t], forget[t], batch * hidden, hidden, BLOCK=BLOCK)
             if t > 0:
-                torch.addmm(d_outputs[t - 1], d_gates[t], w_hidden, out=d_h)
-
-        return (*input_gradients(ctx.needs_input_grad, x, w_input, w_hidden, h0, outputs, d_gates), d_c)
+                torch.addmm(d_outputs[t - 1], gates[t], w_hidden, out=d_h)
+        return (*input_gradients(ctx, x, w_input, w_hidden, h0, outputs, gates), d_c)

@@ -21,12 +21,9 @@ Batch = tuple[Tensor, Tensor]  # images (batch, 28, 28), labels (batch,)
 
 
 class RowLSTMModule(L.LightningModule):
-    """Trains RowLSTMClassifier with cross-entropy and logs slash-named metrics (train/loss, val/acc_best...).
-
-    The architecture arguments are saved in every checkpoint, so a checkpoint rebuilds its own model; the
-    optimiser and scheduler are partials completed in configure_optimizers. How fast the model computes is a
-    setting of the run (conf/speed/), never saved with it.
-    """
+    """Trains RowLSTMClassifier with cross-entropy and logs slash-named metrics (train/loss, val/acc_best...). The
+    architecture arguments are saved in every checkpoint, so a checkpoint rebuilds its own model; the optimiser and
+    scheduler are partials completed in configure_optimizers. How fast it computes is a run setting (conf/speed/)."""
 
     def __init__(
         self,
@@ -47,10 +44,8 @@ class RowLSTMModule(L.LightningModule):
         self.net = RowLSTMClassifier(input_size, hidden_size, layer_num, num_classes, dropout, forget_bias, cell)
         if recurrent_init == "orthogonal":
             orthogonal_recurrent_weights_(self.net)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        # validate_args=False: argmax and MNIST's labels are always in range, and the check would make the CPU wait
-        # for the GPU at every step.
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # validate_args=False: argmax and MNIST's labels are in range, and the check makes the CPU wait for the GPU.
         self.accuracy_options = {"num_classes": num_classes, "average": "micro", "validate_args": False}
         self.val_acc = MulticlassAccuracy(**self.accuracy_options)
         self.test_acc = MulticlassAccuracy(**self.accuracy_options)
@@ -73,9 +68,9 @@ class RowLSTMModule(L.LightningModule):
         return loss
 
     def log_training_metrics(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
-        """train/loss and train/acc, only on the steps the logger writes (every `log_every_n_steps`; 0: every step,
-        for the progress bar): `self.log` costs CPU time, and reading a value makes the CPU wait for the GPU.
-        Copied to the CPU together, once, so the progress bar's `.item()` does not wait again."""
+        """train/loss and train/acc, only on the steps the logger writes (`log_every_n_steps`; 0: every step):
+        `self.log` costs CPU time, and reading a value makes the CPU wait for the GPU. Copied to the CPU together,
+        once, so the progress bar's `.item()` does not wait again."""
         every = self.trainer.log_every_n_steps
         if every > 0 and (self.trainer.global_step + 1) % every != 0:
             return

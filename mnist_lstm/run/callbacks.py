@@ -22,9 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointOnInterrupt(L.Callback):
-    """On SIGTERM (what schedulers send) or Ctrl-C: finish the step, save last.ckpt, say how to continue, and exit
-    with 128 + the signal, as if it had killed the process; a second Ctrl-C stops at once.
-    Not OnExceptionCheckpoint: that saves mid-step on any error, in fast_dev_run too, and deletes its file after a fit.
+    """On SIGTERM or Ctrl-C: finish the step, save last.ckpt, say how to continue, and exit with 128 + the signal;
+    a second Ctrl-C stops at once. Not OnExceptionCheckpoint: that saves mid-step on any error (docs/reliability.md).
     """
 
     def __init__(self, dirpath: str) -> None:
@@ -57,60 +56,48 @@ class CheckpointOnInterrupt(L.Callback):
             )
 
 
-def rng_states() -> dict[str, Any]:
-    """The global RNG states as plain values and tensors (loadable with torch.load(weights_only=True))."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 class RestoreRNG(L.Callback):
-    """Saves the global RNG states in every checkpoint and restores them when training resumes, so a resumed run
-    draws the dropout masks an unbroken one would (Lightning does not save them). They go back at the start of
-    training, after the sanity check and the dataloaders, which an unbroken run had also been through."""
+    """Saves the global RNG states in every checkpoint (Lightning does not) and restores them when training resumes,
+    so a resumed run draws the dropout masks an unbroken one would. They go back at the start of training, after
+    the sanity check and the dataloaders, which an unbroken run had also been through."""
 
     def __init__(self) -> None:
         self._to_restore: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_states()}
+        # As plain values and tensors, which torch.load(weights_only=True) accepts (numpy's own state it does not).
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]
+        states = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        return {"rng": states}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._to_restore = state_dict.get("rng")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._to_restore is not None:
-            set_rng_states(self._to_restore)
-            self._to_restore = None
+        states, self._to_restore = self._to_restore, None
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class StopOnNonFiniteLoss(L.Callback):
     """Stops training at the first step whose loss is NaN or infinite, before its backward pass, so neither the
-    weights nor any checkpoint see it, and names the step (with speed.cuda_graph=whole_step, whose training_step
-    has already updated the weights, only the checkpoints). EarlyStopping(check_finite=True) looks only at
-    validation, after the damage.
+    weights nor any checkpoint see it (EarlyStopping(check_finite=True) looks only at validation, after the damage).
 
     `deferred` (by default on a GPU): reading a loss makes the CPU wait for the GPU, so the losses are kept on the
-    device and read together only where the GPU has caught up anyway or something is about to see the weights:
-    on the steps whose metrics Lightning writes (every `trainer.log_every_n_steps`), before validation, before a
-    checkpoint is written and at the end of training. The stop then comes up to that many steps late, with the
-    weights in memory past the bad step, but every checkpoint is still from before it.
+    device and read together on the steps whose metrics Lightning writes, before validation, before a checkpoint
+    and at the end of training: the stop comes up to `log_every_n_steps` steps late, every checkpoint still from
+    before the bad step (docs/reliability.md). With speed.cuda_graph=whole_step, whose step has already updated
+    the weights, only the checkpoints are spared.
     """
 
     def __init__(self, deferred: bool | None = None) -> None:
@@ -134,19 +121,15 @@ class StopOnNonFiniteLoss(L.Callback):
         self._check(trainer)
 
     def _check(self, trainer: L.Trainer) -> None:
-        """Read the losses kept so far (one wait for the device); raise at the first that is not finite."""
-        if not self._losses:
-            return
-        steps, losses = zip(*self._losses, strict=True)
-        self._losses = []
-        finite = torch.isfinite(torch.stack(losses)).tolist()
+        losses, self._losses = self._losses, []
+        finite = torch.isfinite(torch.stack([loss for _, loss in losses])).tolist() if losses else []  # one wait
         if all(finite):
             return
-        bad = finite.index(False)
+        step, loss = losses[finite.index(False)]
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         last = Path(getattr(trainer.checkpoint_callback, "dirpath", None) or ".") / "last.ckpt"
         saved = f"the last checkpoint, {last}, is from before it" if last.is_file() else "no checkpoint was written"
         raise UserError(
-            f"the training loss became {losses[bad].item()} at step {steps[bad]}; {saved}; "
+            f"the training loss became {loss.item()} at step {step}; {saved}; "
             f"lower lr (it is {lr:g}) or clip gradients (trainer.gradient_clip_val=1.0) and train again"
         )

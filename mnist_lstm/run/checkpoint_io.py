@@ -11,12 +11,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside its target, syncs it, then renames it into place.
-
-    Lightning's own save goes through a temporary file in the system temp dir and *moves* it, which is a
-    copy when that is another filesystem: a kill during the copy truncates `last.ckpt`. A rename within
-    one directory is atomic: a reader sees the old checkpoint or the new one, never half of one.
-    """
+    """Writes each checkpoint to a temporary file beside its target, syncs it, then renames it into place: a rename
+    within one directory is atomic, so a reader sees the old checkpoint or the new one, never half of one.
+    Lightning's own save *moves* a temporary file from the system temp dir, which is a copy when that is another
+    filesystem: a kill during the copy truncates `last.ckpt`."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if storage_options is not None:

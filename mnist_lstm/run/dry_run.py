@@ -1,24 +1,24 @@
 """Everything a training run will build, built once before Hydra writes anything: what only a library can judge
-(Lightning refusing a combination of Trainer options, torch refusing an optimiser's or a schedule's arguments) ends
-in one line with nothing on disk, and a run too large for the machine is refused before it allocates.
-
-Nothing here allocates the model: it is built on PyTorch's "meta" device (shapes without memory), the optimiser
-and schedule on one stand-in parameter, and the memory a run needs is estimated from its sizes.
+(Lightning refusing a combination of Trainer options, torch an optimiser's arguments) ends in one line with nothing
+on disk, and a run too large for the machine is refused before it allocates: the model is built on PyTorch's "meta"
+device (shapes without memory), the optimiser on one stand-in parameter, and the memory is estimated from sizes.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 import os
 import sys
 import typing
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -74,34 +74,28 @@ def check_rules(cfg: DictConfig) -> None:
 
 def _check_targets(node: typing.Any, path: str = "") -> None:
     """Every `_target_` names something importable (the data and loggers are built only once the run starts)."""
-    if OmegaConf.is_list(node):
-        for i, item in enumerate(node):
-            _check_targets(item, f"{path}[{i}]")
-    elif OmegaConf.is_dict(node):
-        for key, value in node.items():
-            if key == "_target_":
-                try:
-                    hydra.utils.get_object(value)
-                except Exception as err:  # (hydra raises ImportError, or others from the module imported)
-                    raise UserError(f"{path}._target_={value!r} names nothing importable; check its spelling") from err
-            else:
-                _check_targets(value, f"{path}.{key}" if path else str(key))
+    items = enumerate(node) if OmegaConf.is_list(node) else node.items() if OmegaConf.is_dict(node) else ()
+    for key, value in items:
+        if key == "_target_":
+            try:
+                hydra.utils.get_object(value)
+            except Exception as err:  # (hydra raises ImportError, or others from the module imported)
+                raise UserError(f"{path}._target_={value!r} names nothing importable; check its spelling") from err
+        else:
+            _check_targets(value, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip("."))
 
 
 def dry_run(cfg: DictConfig) -> None:
     """Build train.py's objects from `cfg` (resolved: mnist_lstm.cli.as_one_job) without training or writing
     anything; raise UserError, one line, for what they refuse or a run that cannot fit."""
     with quiet("lightning.pytorch", "lightning.fabric"):  # (its lines about the devices: the run says them)
-        callbacks = [_build(f"callbacks.{name}", c) for name, c in (cfg.get("callbacks") or {}).items() if c]
-        make_trainer = _build(
-            "trainer", cfg.trainer, _partial_=True, _convert_="all", callbacks=callbacks, logger=False,
+        callbacks = [_made(f"callbacks.{k}", instantiate, c) for k, c in (cfg.get("callbacks") or {}).items() if c]
+        make_trainer = _made(
+            "trainer", instantiate, cfg.trainer, _partial_=True, _convert_="all", callbacks=callbacks, logger=False,
             **trainer_arguments(cfg),
         )  # fmt: skip
         _check_types(make_trainer.keywords)
-        try:
-            trainer = make_trainer()
-        except Exception as err:  # Lightning's MisconfigurationException, a requirement not met, a ValueError...
-            raise UserError(_refused("trainer", err)) from err
+        trainer = _made("trainer", make_trainer, refusals=Exception)  # (Lightning raises many kinds)
     refusal = cuda_graph_refusal(
         cfg.speed.cuda_graph,
         precision=str(trainer.precision),
@@ -113,21 +107,36 @@ def dry_run(cfg: DictConfig) -> None:
     if refusal:
         raise UserError(refusal)
     device = trainer.strategy.root_device
-    needed = training_bytes(cfg.hidden_size, cfg.layer_num, cfg.batch_size, cfg.data.eval_batch_size, cfg.speed.loop)
-    available, where = available_bytes(device, str(cfg.trainer.get("strategy", "")))
-    if available is not None and needed > available:
-        raise UserError(
-            f"this run needs about {needed / GIB:.1f} GiB ({where}: parameters, their gradients and Adam's state, "
-            f"one batch's activations, MNIST) and {available / GIB:.1f} GiB is available: lower hidden_size, "
-            "layer_num or batch_size"
-        )
-    _check_optimisation(cfg, capturable=cfg.speed.cuda_graph == "whole_step" and device.type == "cuda")
+    _check_memory(cfg, device)
+    # The optimiser and the schedule on one stand-in parameter (torch checks their arguments), the optimiser as
+    # speed.cuda_graph=whole_step builds it on a GPU (WholeStepGraphModule.configure_optimizers).
+    capturable = {"capturable": True} if cfg.speed.cuda_graph == "whole_step" and device.type == "cuda" else {}
+    make_optimizer = _made("model.optimizer", instantiate, cfg.model.optimizer, lr=cfg.lr, **capturable)
+    optimizer = _made("model.optimizer", make_optimizer, [torch.zeros(1, requires_grad=True)])
+    if cfg.model.scheduler is not None:
+        _made("model.scheduler", _made("model.scheduler", instantiate, cfg.model.scheduler), optimizer)
     with torch.device("meta"):  # the model's shapes, no memory
-        try:
-            build_model(cfg)
-        except InstantiationException as err:
-            reason = str(err.__cause__ or err).strip().splitlines()[0]
-            raise UserError(f"model refused its options: {reason}; change model.* overrides") from err
+        _made("model", build_model, cfg)
+
+
+REFUSALS = (InstantiationException, ImportError, ValueError, TypeError, KeyError)
+
+
+def _made(key: str, make: Callable[..., Any], *args: Any, refusals: Any = REFUSALS, **kwargs: Any) -> Any:
+    """`make(*args, **kwargs)`; what it refuses (a requirement not met, torch's ValueError...) said in one line that
+    names the config keys to change. Other errors are bugs, not options: they stay tracebacks."""
+    try:
+        return make(*args, **kwargs)
+    except UserError:
+        raise
+    except refusals as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        what = "the Trainer" if key == "trainer" else key
+        change = {"trainer": "trainer=... or trainer.* overrides", "model": "model.* overrides"}.get(
+            key, f"{key}.* (--cfg job prints them)"
+        )
+        raise UserError(f"{what} refused its options: {reason}; change {change}") from err
 
 
 def _check_types(arguments: dict[str, object]) -> None:
@@ -145,60 +154,27 @@ def _check_types(arguments: dict[str, object]) -> None:
             raise UserError(f"invalid value trainer.{key}={value!r}: {reason}") from None
 
 
-def _build(key: str, node: DictConfig, **kwargs: object) -> typing.Any:
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except (InstantiationException, ImportError) as err:
-        raise UserError(_refused(key, err.__cause__ or err)) from err
-
-
-def _refused(key: str, err: BaseException) -> str:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if key == "trainer":
-        return f"the Trainer refused its options: {reason}; change trainer=... or trainer.* overrides"
-    return f"{key} refused its options: {reason}; change {key}.* (--cfg job prints them)"
-
-
-def _check_optimisation(cfg: DictConfig, capturable: bool) -> None:
-    """The optimiser and the schedule as configured, on one stand-in parameter: torch checks their arguments.
-    `capturable`: as speed.cuda_graph=whole_step builds it on a GPU (WholeStepGraphModule.configure_optimizers)."""
-    stand_in = torch.zeros(1, requires_grad=True)
-    optimizer_factory = _build("model.optimizer", cfg.model.optimizer, lr=cfg.lr)
-    if capturable:
-        optimizer_factory = functools.partial(optimizer_factory, capturable=True)
-    optimizer = _call("model.optimizer", optimizer_factory, [stand_in])
-    if cfg.model.scheduler is not None:
-        _call("model.scheduler", _build("model.scheduler", cfg.model.scheduler), optimizer)
-
-
-def _call(key: str, partial: object, argument: object) -> object:
-    try:
-        return partial(argument)
-    except (ValueError, TypeError, KeyError) as err:
-        raise UserError(_refused(key, err)) from err
-
-
-def parameter_count(hidden: int, layers: int) -> int:
-    """The LSTM's and the classifier's parameters: each layer's fused gate weight (4H, input + H) and bias.
-    (Counted from the sizes, not from a model built on the meta device: with layer_num in the millions, even
-    that build would take long, and this estimate is what refuses such a run first.)"""
+def _check_memory(cfg: DictConfig, device: torch.device) -> None:
+    """Refuse a run larger than the memory free for it: at its peak the weights, their gradients and Adam's two
+    moments (float32), one batch's activations through time (the fused loop keeps about 14 numbers per cell and
+    timestep, autograd's plain loop about twice that), an evaluation chunk's, MNIST and the process. (Counted from
+    the sizes: with layer_num in the millions even a build on the meta device would take long.)"""
+    hidden, layers = cfg.hidden_size, cfg.layer_num
     lstm = sum(4 * hidden * ((COLUMNS if k == 0 else hidden) + hidden) + 4 * hidden for k in range(layers))
-    return lstm + CLASSES * hidden + CLASSES
-
-
-def training_bytes(hidden: int, layers: int, batch: int, eval_batch: int, loop: str) -> int:
-    """About what a training run holds at its peak: the weights, their gradients and Adam's two moments (4 copies
-    of float32), one training batch's activations through time (the fused loop keeps about 14 numbers per cell and
-    timestep, autograd's plain loop about twice that), an evaluation chunk's (at most 1,024 images, nothing kept
-    per timestep), MNIST in memory and the process itself."""
-    per_cell = 24 if loop == "plain" else 14
-    activations = layers * ROWS * batch * hidden * per_cell * 4
-    chunk = min(eval_batch, RowLSTMClassifier.inference_chunk)
+    activations = layers * ROWS * cfg.batch_size * hidden * (24 if cfg.speed.loop == "plain" else 14) * 4
+    chunk = min(cfg.data.eval_batch_size, RowLSTMClassifier.inference_chunk)
     evaluation = layers * chunk * hidden * 8 * 4 + ROWS * chunk * hidden * 4
-    return 16 * parameter_count(hidden, layers) + activations + evaluation + MNIST_BYTES + PROCESS_BYTES
+    needed = 16 * (lstm + CLASSES * hidden + CLASSES) + activations + evaluation + MNIST_BYTES + PROCESS_BYTES
+    available, where = _available_bytes(device, str(cfg.trainer.get("strategy", "")))
+    if available is not None and needed > available:
+        raise UserError(
+            f"this run needs about {needed / GIB:.1f} GiB ({where}: parameters, their gradients and Adam's state, "
+            f"one batch's activations, MNIST) and {available / GIB:.1f} GiB is available: lower hidden_size, "
+            "layer_num or batch_size"
+        )
 
 
-def available_bytes(device: torch.device, strategy: str) -> tuple[int | None, str]:
+def _available_bytes(device: torch.device, strategy: str) -> tuple[int | None, str]:
     """(the memory free for a run on `device`, where), or (None, ...) where it cannot be known without harm."""
     if device.type == "cuda":
         if "fork" in strategy or "notebook" in strategy:

@@ -1,11 +1,5 @@
-"""The summary of a Hydra multirun, from the sweep directory alone (each job's `.hydra/overrides.yaml` and its
-`metrics.yaml` or `error.yaml`), so that the callback below writes it when the multirun ends and
-`scripts/summarize_sweep.py` rebuilds it later, whatever sweeper or launcher ran the jobs:
-
-    summary.csv   every job best first: its swept values, all its metrics, all its overrides, its error
-    summary.md    the finished jobs best first (val/ and test/ metrics), then the failed ones with their error
-    summary.png   the optimised metric against each swept parameter
-"""
+"""A multirun's summary.csv, summary.md and summary.png (docs/sweeps.md), built from the job directories alone
+(.hydra/overrides.yaml, metrics.yaml or error.yaml), whatever sweeper or launcher ran the jobs."""
 
 import atexit
 import contextlib
@@ -14,7 +8,6 @@ import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
@@ -28,12 +21,10 @@ ERROR_FILE = "error.yaml"  # written into a failed job's directory by SweepSumma
 UNFINISHED = "no metrics.yaml and no error.yaml: killed, timed out or still running (see its log)"
 
 
-class Sweep(NamedTuple):
-    """A sweep's jobs: in each frame one row per job, indexed by its directory's name, in job order."""
-
+class Sweep(NamedTuple):  # one row per job, indexed by its directory's name, in job order
     overrides: pd.DataFrame  # a column per overridden key: the value as typed (NaN where a job lacks the key)
-    metrics: pd.DataFrame  # a column per metric in the jobs' metrics.yaml (NaN: failed or unfinished)
-    jobs: pd.DataFrame  # "status": ok or failed; "overrides": all of them as typed; "error": why it failed
+    metrics: pd.DataFrame  # a column per metric of metrics.yaml (NaN: failed or unfinished)
+    jobs: pd.DataFrame  # status (ok or failed), overrides (all, as typed), error
 
 
 def _load(path: Path) -> Any:
@@ -58,9 +49,8 @@ def read_sweep(sweep_dir: str | Path) -> Sweep:
 
 
 def declared_sweeps(sweep_dir: Path) -> dict[str, bool]:
-    """The keys the sweep declared (on the command line or in `hydra.sweeper.params`, e.g. Optuna's space), each
-    with whether it is searched on a log scale (`tag(log, interval(...))`). Read from multirun.yaml (Hydra's basic
-    sweeper writes it), else from a job's .hydra/hydra.yaml (whose command-line overrides are that job's own)."""
+    """The keys the sweep declared (command line, `hydra.sweeper.params`), each with whether it is searched on a log
+    scale: from multirun.yaml, else a job's .hydra/hydra.yaml (whose command-line overrides are that job's own)."""
     multirun = sweep_dir / "multirun.yaml"
     source = multirun if multirun.is_file() else next(iter(sorted(sweep_dir.glob("*/.hydra/hydra.yaml"))), None)
     if source is None:
@@ -77,35 +67,23 @@ def swept_keys(sweep: Sweep, declared: Any = ()) -> list[str]:
     return [key for key, values in sweep.overrides.items() if key in declared or values.nunique(dropna=False) > 1]
 
 
-def _values(sweep: Sweep, metric: str) -> pd.Series:
-    """Each job's `metric`: NaN where it failed, did not finish or did not log it."""
-    return sweep.metrics.reindex(columns=[metric])[metric]
-
-
-def rank(sweep: Sweep, metric: str, mode: str = "max") -> pd.Index:
-    """The jobs best first on `metric`, then the finished jobs without it, then the failed ones; ties in job order."""
-    order = _values(sweep, metric).sort_values(ascending=mode == "min", na_position="last", kind="stable").index
-    return sweep.jobs.status[order].eq("failed").sort_values(kind="stable").index
-
-
 def plot_metric(sweep: Sweep, keys: list[str], metric: str, mode: str = "max", log_scaled: Any = ()) -> Figure:
-    """One axes per swept parameter: each finished job's `metric` against the parameter's value, the best starred;
-    a log x axis for a key searched on a log scale or spanning two decades, categories for values not numbers."""
-    y = _values(sweep, metric).dropna()
-    done = sweep.overrides.loc[y.index].assign(job=y.index)
+    """One axes per swept key: each finished job's `metric` against the key's value, the best starred."""
+    y = sweep.metrics.get(metric, pd.Series(dtype=float)).dropna()
     best = (y.idxmax() if mode == "max" else y.idxmin()) if len(y) else None
-    keys = keys or ["job"]
+    done, keys = sweep.overrides.loc[y.index].assign(job=y.index), keys or ["job"]
     fig = Figure(figsize=(4.0 * len(keys), 3.4), layout="constrained")
     for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys, strict=True):
         x = pd.to_numeric(done[key], errors="coerce")
         if x.isna().any():  # not numbers: categories, a long one (a path) cut to its end
-            x = done[key].astype(str).map(lambda v: v if len(v) <= 24 else "…" + v[-23:])
+            x = done[key].map(str).map(lambda v: v if len(v) <= 24 else "…" + v[-23:])
         elif len(x):  # (none when every job failed: an empty panel)
-            values = np.unique(x.astype(float))
-            if values[0] > 0 and (key in log_scaled or values[-1] >= 100 * values[0]):
+            values = x.drop_duplicates().sort_values()
+            low, high = values.iloc[0], values.iloc[-1]
+            if low > 0 and (key in log_scaled or high >= 100 * low):
                 ax.set_xscale("log")  # ticks at 1, 2 and 5 of each decade over a short span, else decades
-                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if values[-1] < 100 * values[0] else (1,)))
-            elif len(values) <= 6 and np.diff(values).min(initial=np.inf) >= np.ptp(values) / 8:
+                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if high < 100 * low else (1,)))
+            elif len(values) <= 6 and (values.diff().dropna() >= (high - low) / 8).all():
                 ax.set_xticks(values)  # a grid: its own values, when they are apart
             ax.xaxis.set_major_formatter("{x:.4g}")  # as a user types them: 0.001, 256 (not 10^-3, no offset)
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -122,23 +100,21 @@ def plot_metric(sweep: Sweep, keys: list[str], metric: str, mode: str = "max", l
     return fig
 
 
-def _markdown_table(table: pd.DataFrame) -> str:
-    cells = [list(table.columns), *table.fillna("").astype(str).to_numpy().tolist()]
-    lines = ["| " + " | ".join(str(cell).replace("|", r"\|") for cell in row) + " |" for row in cells]
-    return "\n".join([lines[0], "|" + " --- |" * len(table.columns), *lines[1:]])
-
-
 def summarize(sweep_dir: str | Path, metric: str = "val/acc_best", mode: str = "max") -> str:
     """Write summary.csv, summary.md and summary.png into `sweep_dir`; return the Markdown."""
     sweep_dir = Path(sweep_dir)
     sweep, declared = read_sweep(sweep_dir), declared_sweeps(sweep_dir)
-    keys, order = swept_keys(sweep, declared), rank(sweep, metric, mode)
+    keys = swept_keys(sweep, declared)
     metrics = sorted(sweep.metrics, key=lambda m: (m != metric, not m.startswith("val/"), m))  # then test/, train/
-    four_places = sweep.metrics[metrics].apply(lambda values: values.map("{:.4f}".format, na_action="ignore"))
-    columns = [sweep.jobs.status, sweep.overrides[keys], four_places, sweep.jobs[["overrides", "error"]]]
-    table = pd.concat(columns, axis=1).loc[order]
-    table.insert(0, "job", order)
-    table.insert(0, "rank", range(1, len(order) + 1))
+    table = pd.concat(
+        [sweep.jobs.status, sweep.overrides[keys], sweep.metrics[metrics], sweep.jobs.iloc[:, 1:]], axis=1
+    )
+    # Best first, then the finished jobs without the metric, then the failed ones; ties in job order (a stable sort).
+    table["_value"] = sweep.metrics.get(metric)
+    table = table.sort_values(["status", "_value"], ascending=[False, mode == "min"]).drop(columns="_value")
+    table[metrics] = table[metrics].map("{:.4f}".format, na_action="ignore")
+    table.insert(0, "job", table.index)
+    table.insert(0, "rank", range(1, len(table) + 1))
     table.to_csv(sweep_dir / "summary.csv", index=False)
 
     finished, failed = table[table.status == "ok"], table[table.status == "failed"]
@@ -148,13 +124,14 @@ def summarize(sweep_dir: str | Path, metric: str = "val/acc_best", mode: str = "
     def about(job: pd.Series) -> str:  # job 3 (lr=0.01 hidden_size=16)
         return f"job {job.job} (" + " ".join(f"{k}={job[k]}" for k in keys if pd.notna(job[k])) + ")"
 
-    best = table.iloc[0] if _values(sweep, metric).notna().any() else None
+    rows = [shown, ["---"] * len(shown), *finished[shown].fillna("").astype(str).to_numpy()]
+    best = table.iloc[0] if sweep.metrics.get(metric, pd.Series()).notna().any() else None
     failures = [f"- {about(job)}: {job.error}" for _, job in failed.iterrows()]
     paragraphs = [
         f"# Sweep summary: {sweep_dir}",
         f"{len(table)} jobs: {len(finished)} finished, {len(failed)} failed. Sorted by {metric} ({mode}), best first.",
         common and f"Common to all jobs: {common}",
-        _markdown_table(finished[shown]),
+        "\n".join("| " + " | ".join(str(cell).replace("|", r"\|") for cell in row) + " |" for row in rows),
         best is not None and f"Best: {about(best)}: {metric}={best[metric]}, in {sweep_dir / best.job}",
         failures and "## Failed jobs\n\n" + "\n".join(failures),
         f"![{metric} against each swept parameter](summary.png)",
@@ -168,9 +145,8 @@ def summarize(sweep_dir: str | Path, metric: str = "val/acc_best", mode: str = "
 
 class SweepSummary(Callback):
     """Hydra callback (conf/hydra/default.yaml): records each failed job, writes the summary when a multirun ends.
-
-    Hydra's sweepers raise the first failed job's error after its batch of jobs, which skips `on_multirun_end`:
-    the summary is then written at interpreter exit, so that a sweep with a failed job still ends with it."""
+    Hydra's sweepers raise a failed job's error after its batch, which skips `on_multirun_end`: the summary is then
+    written at interpreter exit, so that a sweep with a failed job still ends with it."""
 
     def __init__(self, metric: str = "val/acc_best", mode: str = "max") -> None:
         if mode not in ("max", "min"):
@@ -183,19 +159,19 @@ class SweepSummary(Callback):
         atexit.register(self.on_multirun_end, config)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        """Write error.yaml (overrides, one-line error, traceback) into a failed job's directory, where the job ran
-        (a joblib worker, a SLURM node); made again if the run removed it (a refused run leaves nothing behind)."""
+        """error.yaml (overrides, one-line error, traceback) into a failed job's directory, where the job ran (a
+        joblib worker, a SLURM node); made again if the run removed it (a refused run leaves nothing behind)."""
         if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED:
             return
         try:  # Hydra's public way to a failed job's exception: return_value raises it (and says which job
             with contextlib.redirect_stderr(io.StringIO()):  # failed, as Hydra itself says at the sweep's end)
                 _ = job_return.return_value
         except Exception as err:
-            message = str(err).strip().splitlines()[:1]  # its first line; the whole of it is in the traceback
-            record = {"overrides": list(job_return.overrides or []), "error": ": ".join([type(err).__name__, *message])}
-            record["traceback"] = "".join(traceback.format_exception(err))
+            error = ": ".join([type(err).__name__, *str(err).strip().splitlines()[:1]])  # the rest: in the traceback
+            record = {"overrides": list(job_return.overrides or []), "error": error}
             job_dir = Path(config.hydra.runtime.output_dir)
             job_dir.mkdir(parents=True, exist_ok=True)
+            record["traceback"] = "".join(traceback.format_exception(err))
             OmegaConf.save(OmegaConf.create(record), job_dir / ERROR_FILE)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -28,9 +28,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     ckpt_path = cfg.get("ckpt_path")
-    # A resumed run continues its TensorBoard curves: whatever the stopped run logged after its checkpoint is hidden.
-    resumed_step = int(load_checkpoint(ckpt_path).get("global_step", 0)) if ckpt_path else None
-    loggers: list[Logger] = [_logger(c, resumed_step) for c in (cfg.get("logger") or {}).values() if c is not None]
+    # A resumed run continues its TensorBoard curves: what the stopped run logged after its checkpoint is purged.
+    purge = {"purge_step": int(load_checkpoint(ckpt_path).get("global_step", 0))} if ckpt_path else {}
+    loggers: list[Logger] = [
+        hydra.utils.instantiate(c, **(purge if str(c.get("_target_", "")).endswith("TensorBoardLogger") else {}))
+        for c in (cfg.get("logger") or {}).values()
+        if c is not None
+    ]
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_arguments(cfg)
     )
@@ -70,8 +74,7 @@ def task(cfg: DictConfig) -> float | None:
 
 
 def build_model(cfg: DictConfig) -> L.LightningModule:
-    """The model and how it learns (conf/model/, the top-level knobs), as the module class the run's speed setting
-    trains (conf/speed/: RowLSTMModule, or its CUDA-graph subclass; the same arguments and checkpoints)."""
+    """conf/model/ with the top-level knobs, as the module class of the run's speed setting (conf/speed/)."""
     return hydra.utils.instantiate(
         cfg.model,
         hidden_size=cfg.hidden_size,
@@ -83,14 +86,5 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
 
 
 def trainer_arguments(cfg: DictConfig) -> dict[str, int]:
-    """What the Trainer takes from the top-level knobs: the budget, and validating every `val_every` steps counted
-    across epochs (at least once in a shorter run)."""
+    """The budget, and validation every `val_every` steps counted across epochs (at least once in a shorter run)."""
     return {"max_steps": cfg.max_steps, "val_check_interval": min(cfg.val_every, cfg.max_steps)}
-
-
-def _logger(logger_cfg: DictConfig, resumed_step: int | None) -> Logger:
-    """A logger from its config; TensorBoard's, when resuming, purges the events the stopped run logged
-    from the checkpoint's step on, so the resumed run's curves continue without a doubled stretch."""
-    if resumed_step is not None and str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
-        return hydra.utils.instantiate(logger_cfg, purge_step=resumed_step)
-    return hydra.utils.instantiate(logger_cfg)

@@ -1,3 +1,1 @@
-"""Using a trained model: what it believes after each row (figures.py), pictures brought to MNIST's convention
-(images.py), and the scripts' work: evaluate.py, visualize.py, predict.py; tensorboard_figures.py puts the
-figures in TensorBoard after a run's test."""
+"""Using a trained model: the scripts' work (evaluate, visualize, predict, export), its figures, your pictures."""

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import hydra
-import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -32,12 +31,17 @@ def all_logits(model: Reader, loader: DataLoader) -> tuple[Tensor, Tensor]:
     return torch.cat(logits), torch.cat(labels)
 
 
-def metrics_of(logits: Tensor, labels: Tensor) -> dict:
-    """The numbers eval.py reports, as plain JSON-ready values."""
-    classes = logits.shape[1]
-    confusion = multiclass_confusion_matrix(logits.argmax(dim=1), labels, classes)
+def evaluate(cfg: DictConfig) -> dict:
+    """Run eval.py's config: write `<out>/<model>.json` and `<out>/<model>_confusion.png`, log a table. The model:
+    a checkpoint (ckpt_path=) or an exported ONNX file (onnx=)."""
+    model, hyper_parameters, source = open_model(cfg.ckpt_path, cfg.onnx, cfg.device)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    logits, labels = all_logits(model, datamodule.test_dataloader())
+    confusion = multiclass_confusion_matrix(logits.argmax(dim=1), labels, logits.shape[1])
     per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
-    return {
+    metrics = {
         "test/loss": F.cross_entropy(logits, labels).item(),
         "test/acc": (confusion.diag().sum() / len(labels)).item(),
         "test/acc_per_class": {str(k): round(float(a), 6) for k, a in enumerate(per_class)},
@@ -45,23 +49,13 @@ def metrics_of(logits: Tensor, labels: Tensor) -> dict:
         "confusion_matrix": confusion.tolist(),  # rows: true digit, columns: predicted digit
     }
 
-
-def evaluate(cfg: DictConfig) -> dict:
-    """Run eval.py's config: write `<out>/<model>.json` and `<out>/<model>_confusion.png`, log a table. The model:
-    a checkpoint (ckpt_path=) or an exported ONNX file (onnx=)."""
-    model, hyper_parameters, source = open_model(cfg.ckpt_path, cfg.onnx, cfg.device)
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    metrics = metrics_of(*all_logits(model, datamodule.test_dataloader()))
-
     ckpt = source.resolve()
     out = Path(cfg.out) if cfg.out else run_dir_of(ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     name = ckpt.stem if cfg.ckpt_path else f"{ckpt.stem}-onnx"  # (a checkpoint and its export, side by side)
     report = {"checkpoint" if cfg.ckpt_path else "onnx": str(ckpt), "hyper_parameters": hyper_parameters, **metrics}
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    figure = confusion_figure(torch.tensor(metrics["confusion_matrix"]), f"{ckpt.parent.parent.name}/{ckpt.name}")
+    figure = confusion_figure(confusion, f"{ckpt.parent.parent.name}/{ckpt.name}")
     figure.savefig(out / f"{name}_confusion.png", dpi=100)
 
     log.info(f"{ckpt} on the {metrics['images']:,} official test images:")

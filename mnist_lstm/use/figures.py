@@ -1,7 +1,5 @@
-"""What the model believes after each row it reads, and where it goes wrong: the numbers and the figures.
-
-Plain matplotlib `Figure`s (no pyplot state): the scripts save them, the training callback logs them.
-"""
+"""What the model believes after each row it reads, and where it goes wrong, as plain matplotlib `Figure`s (no
+pyplot state): the scripts save them, the training callback logs them."""
 
 from __future__ import annotations
 
@@ -9,7 +7,6 @@ import math
 from typing import Any
 
 import torch
-from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
@@ -27,71 +24,20 @@ UNREAD = "#7f7f7f"  # veil over the rows the model has not read yet
 
 @torch.no_grad()
 def per_row_probabilities(model: RowLSTMClassifier | Any, images: Tensor) -> Tensor:
-    """images (batch, 28, 28) -> class probabilities (batch, 28, 10) after each row read; the last row's are the
-    answer. `model`: the classifier, or anything with its `per_row_logits` (an exported model: models.py)."""
+    """images (batch, 28, 28) -> class probabilities (batch, 28, 10) after each row read (the last: the answer)."""
     return model.per_row_logits(images).softmax(dim=-1)
 
 
-# The grid of the rows read, laid out in units of one digit pixel. A cell: the digit, a gap (which holds the
-# charts' 0..1 labels in the first column), the bar chart, a margin; above it, its title; below the bottom
-# cells, the classes.
+# The grid of the rows read, in units of one digit pixel. A cell: the digit, a gap (the 0..1 labels in the first
+# column), the bar chart, a margin; above it, its title; below the bottom cells, the classes.
 DIGIT, GAP, CHART, MARGIN, TITLE, LABELS = 28, 7, 67, 9, 8, 3
 CELL_WIDTH, CELL_HEIGHT = DIGIT + GAP + CHART + MARGIN, TITLE + DIGIT + LABELS
 
 
-def _draw_row_grid(ax: Axes, image: Tensor, probabilities: Tensor, label: int | None, columns: int = 4) -> None:
-    """After each row t: the digit with the rows not read yet veiled, beside a bar chart of the 10 probabilities
-    (0..1). All in one axes placed by hand, the shapes in a few collections: matplotlib's time to build and draw
-    a figure grows with its axes and artists."""
-    rows, classes = probabilities.shape
-    bar_width = CHART / classes
-    bars, bar_colours, veils, cuts, frames, halves = [], [], [], [], [], []
-    for t in range(rows):
-        read, (r, c) = t + 1, divmod(t, columns)
-        x, top = c * CELL_WIDTH, r * CELL_HEIGHT + TITLE  # the digit's top left corner (y grows downwards)
-        chart, bottom = x + DIGIT + GAP, top + DIGIT
-        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=(x, x + DIGIT, bottom, top))
-        if read < rows:  # the rows not read yet, veiled under a red line
-            veils.append(Rectangle((x, top + read), DIGIT, DIGIT - read))
-            cuts.append([(x, top + read), (x + DIGIT, top + read)])
-        predicted = int(probabilities[t].argmax())
-        centres = [chart + (k + 0.5) * bar_width for k in range(classes)]
-        for centre, probability in zip(centres, probabilities[t].tolist(), strict=True):  # up from the bottom
-            bars.append(Rectangle((centre - 0.4 * bar_width, bottom), 0.8 * bar_width, -DIGIT * probability))
-        colours = [OTHER] * classes
-        colours[predicted] = ANSWER if label is None else WRONG
-        if label is not None:
-            colours[label] = TRUE
-        bar_colours += colours
-        frames.append(Rectangle((chart, top), CHART, DIGIT))
-        halves.append([(chart, top + DIGIT / 2), (chart + CHART, top + DIGIT / 2)])
-        title = f"row {read}: {predicted} ({probabilities[t, predicted]:.0%})"
-        ax.text(chart + CHART / 2, top - 0.8, title, ha="center", va="bottom", fontsize=9)
-        if c == 0:  # the probability scale, shared by every chart
-            for value in (0, 0.5, 1):
-                ax.text(chart - 0.8, bottom - value * DIGIT, f"{value:g}", ha="right", va="center", fontsize=7)
-        if t + columns >= rows:  # the classes under the bottom charts (every chart has them in the same order)
-            for k, centre in enumerate(centres):
-                ax.text(centre, bottom + 0.6, str(k), ha="center", va="top", fontsize=7)
-    ax.add_collection(PatchCollection(bars, facecolors=bar_colours, linewidth=0))
-    ax.add_collection(PatchCollection(veils, facecolor=UNREAD, alpha=0.75, linewidth=0))
-    ax.add_collection(LineCollection(cuts, colors=WRONG, linewidths=1.0))
-    ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.8))
-    ax.add_collection(LineCollection(halves, colors="black", linewidths=0.8, alpha=0.3))
-    cell_rows = math.ceil(rows / columns)
-    ax.set(xlim=(-GAP, columns * CELL_WIDTH - MARGIN), ylim=(cell_rows * CELL_HEIGHT, 0), aspect="equal")
-    ax.set_anchor("N")  # right under the heading; the fixed aspect leaves any spare height below
-    ax.set_axis_off()
-
-
 def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = None, title: str = "") -> Figure:
-    """The tutorial's figure, readable: the digit; every class's probability against the rows read; and for
-    each of the 28 rows, the digit with the unread rows veiled beside a bar chart of the 10 probabilities
-    (true class green, a wrong prediction red, a shared 0..1 axis).
-
-    image (28, 28) in [0, 1]; probabilities (28, 10) from per_row_probabilities; label the true class if known.
-    """
-    probabilities = probabilities.detach().cpu()
+    """The tutorial's figure: the digit, every class's probability against the rows read, and the row grid.
+    image (28, 28) in [0, 1]; probabilities (28, 10) from per_row_probabilities; label the true class if known."""
+    image, probabilities = image.cpu(), probabilities.detach().cpu()
     rows, classes = probabilities.shape
     answer = int(probabilities[-1].argmax())
     # Fixed positions (GridSpec), not constrained layout: the row grid below keeps the aspect it is drawn in.
@@ -103,7 +49,7 @@ def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = Non
     # The digit and the whole story at a glance.
     head = outer[0].subgridspec(1, 2, width_ratios=[1, 3.4], wspace=0.12)
     ax_digit, ax_lines = fig.add_subplot(head[0]), fig.add_subplot(head[1])
-    ax_digit.imshow(image.cpu(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax_digit.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax_digit.set_yticks([0, 6, 13, 20, 27], ["row 1", "row 7", "row 14", "row 21", "row 28"])
     ax_digit.set_xticks([])
     truth = f"true {label}, " if label is not None else ""
@@ -121,12 +67,47 @@ def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = Non
     ax_lines.legend(title="class", loc="upper left", ncols=10, fontsize=10, columnspacing=1.2, handlelength=1.5)
     ax_lines.set_title("probability of each class after each row read", fontsize=13)
 
-    # The 7x4 grid of the tutorial: after row t, the digit read so far and the 10 probabilities.
-    ax_grid = fig.add_subplot(outer[1])
-    _draw_row_grid(ax_grid, image.cpu(), probabilities, label)
+    # The 7x4 grid of the tutorial: after row t, the digit with the rows not read yet veiled, beside a bar chart of
+    # the 10 probabilities (0..1). All in one axes placed by hand, the shapes in a few collections: matplotlib's
+    # time to build and draw a figure grows with its axes and artists.
+    ax = fig.add_subplot(outer[1])
+    columns, bar_width, answer_colour = 4, CHART / classes, ANSWER if label is None else WRONG
+    bars, bar_colours, veils, cuts, frames, halves = [], [], [], [], [], []
+    for t in range(rows):
+        read, (r, c) = t + 1, divmod(t, columns)
+        x, top = c * CELL_WIDTH, r * CELL_HEIGHT + TITLE  # the digit's top left corner (y grows downwards)
+        chart, bottom = x + DIGIT + GAP, top + DIGIT
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=(x, x + DIGIT, bottom, top))
+        if read < rows:  # the rows not read yet, veiled under a red line
+            veils.append(Rectangle((x, top + read), DIGIT, DIGIT - read))
+            cuts.append([(x, top + read), (x + DIGIT, top + read)])
+        predicted = int(probabilities[t].argmax())
+        centres = [chart + (k + 0.5) * bar_width for k in range(classes)]
+        for centre, probability in zip(centres, probabilities[t].tolist(), strict=True):  # up from the bottom
+            bars.append(Rectangle((centre - 0.4 * bar_width, bottom), 0.8 * bar_width, -DIGIT * probability))
+        bar_colours += [TRUE if k == label else answer_colour if k == predicted else OTHER for k in range(classes)]
+        frames.append(Rectangle((chart, top), CHART, DIGIT))
+        halves.append([(chart, top + DIGIT / 2), (chart + CHART, top + DIGIT / 2)])
+        caption = f"row {read}: {predicted} ({probabilities[t, predicted]:.0%})"
+        ax.text(chart + CHART / 2, top - 0.8, caption, ha="center", va="bottom", fontsize=9)
+        if c == 0:  # the probability scale, shared by every chart
+            for value in (0, 0.5, 1):
+                ax.text(chart - 0.8, bottom - value * DIGIT, f"{value:g}", ha="right", va="center", fontsize=7)
+        if t + columns >= rows:  # the classes under the bottom charts (every chart has them in the same order)
+            for k, centre in enumerate(centres):
+                ax.text(centre, bottom + 0.6, str(k), ha="center", va="top", fontsize=7)
+    ax.add_collection(PatchCollection(bars, facecolors=bar_colours, linewidth=0))
+    ax.add_collection(PatchCollection(veils, facecolor=UNREAD, alpha=0.75, linewidth=0))
+    ax.add_collection(LineCollection(cuts, colors=WRONG, linewidths=1.0))
+    ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.8))
+    ax.add_collection(LineCollection(halves, colors="black", linewidths=0.8, alpha=0.3))
+    cell_rows = math.ceil(rows / columns)
+    ax.set(xlim=(-GAP, columns * CELL_WIDTH - MARGIN), ylim=(cell_rows * CELL_HEIGHT, 0), aspect="equal")
+    ax.set_anchor("N")  # right under the heading; the fixed aspect leaves any spare height below
+    ax.set_axis_off()
     colours = "(the predicted class blue)" if label is None else "(true class green, a wrong answer red)"
     heading = f"after each row: the rows read so far (unread rows veiled) and the class probabilities {colours}"
-    fig.text(0.5, ax_grid.get_position().y1 + 0.012, heading, ha="center", fontsize=12)
+    fig.text(0.5, ax.get_position().y1 + 0.012, heading, ha="center", fontsize=12)
     if title:
         fig.suptitle(title, fontsize=15, fontweight="bold")
     return fig
@@ -136,24 +117,18 @@ def confusion_figure(confusion: Tensor, title: str = "") -> Figure:
     """Counts of (true, predicted) pairs, coloured by the share of each true class; each row's accuracy at right."""
     confusion = confusion.detach().cpu().long()
     classes = confusion.shape[0]
-    per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
     shares = confusion / confusion.sum(dim=1, keepdim=True).clamp(min=1)
     accuracy = confusion.diag().sum() / confusion.sum().clamp(min=1)
 
     fig = Figure(figsize=(8.5, 7.5), layout="constrained")
     ax = fig.subplots()
     shown = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    for i in range(classes):
-        for j in range(classes):
-            count = int(confusion[i, j])
-            if count:
-                colour = "white" if shares[i, j] > 0.5 else ("#b00000" if i != j else "black")
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=9, color=colour)
-    ax.set_xticks(range(classes))
-    ax.set_yticks(range(classes))
-    ax.set(xlabel="predicted digit", ylabel="true digit")
+    for i, j in confusion.nonzero().tolist():
+        colour = "white" if shares[i, j] > 0.5 else ("#b00000" if i != j else "black")
+        ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=9, color=colour)
+    ax.set(xticks=range(classes), yticks=range(classes), xlabel="predicted digit", ylabel="true digit")
     right = ax.secondary_yaxis("right")
-    right.set_yticks(range(classes), [f"{float(a):.1%}" for a in per_class])
+    right.set_yticks(range(classes), [f"{float(a):.1%}" for a in shares.diag()])
     right.set_ylabel("accuracy of the true digit")
     fig.colorbar(shown, ax=ax, location="bottom", shrink=0.6, label="share of the true digit's images")
     ax.set_title(f"{title + ': ' if title else ''}accuracy {float(accuracy):.2%} on {int(confusion.sum()):,} images")

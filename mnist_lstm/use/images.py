@@ -1,10 +1,6 @@
-"""Any picture of a digit -> a 28x28 image in MNIST's convention, so the model can read it.
-
-MNIST's digits are white on black, scaled (keeping their aspect ratio) to fit a 20x20 box, and
-placed in the 28x28 field so that their centre of mass is at its centre. A photo or a drawing
-is brought to the same convention: grey levels, dark background, background level removed and
-contrast stretched, cropped to the digit, scaled to 20 pixels on its longer side, centred by mass.
-"""
+"""Any picture of a digit -> a 28x28 image in MNIST's convention (white on black, scaled to fit a 20x20 box,
+centred by its centre of mass), so the model can read it: grey levels, dark background, background level removed
+and contrast stretched, cropped to the digit, scaled to 20 pixels on its longer side, centred by mass."""
 
 from __future__ import annotations
 
@@ -16,31 +12,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.transforms.functional import pil_to_tensor
+from torchvision.transforms.functional import to_tensor
 
 from mnist_lstm.errors import UserError
 
 SIZE = 28  # the MNIST field
 BOX = 20  # the digit's longer side in MNIST
 MAX_PIXELS = 40_000_000  # 40 megapixels: a photo of a digit needs far less, and a small file can claim far more
-
-
-def read_image(path: str | Path) -> Image.Image:
-    """Open a PNG/JPEG/... file fully, or raise a one-line UserError saying why not (see decode_image)."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UserError(f"image not found: {path}; pass image=<a PNG or JPEG file of one digit>")
-    if path.is_dir():
-        raise UserError(f"image={path} is a directory; pass image=<a PNG or JPEG file of one digit>")
-    if path.stat().st_size == 0:
-        raise UserError(f"image {path} is empty (0 bytes); pass image=<a PNG or JPEG file of one digit>")
-    try:
-        with path.open("rb") as file:
-            return decode_image(file)
-    except UserError as err:
-        raise type(err)(f"{path}: {err}") from None
-    except OSError as err:
-        raise UserError(f"cannot read image {path} ({err.strerror}); check the path and its permissions") from err
 
 
 class NotAnImage(UserError):
@@ -52,8 +30,8 @@ class TooManyPixels(UserError):
 
 
 def decode_image(data: bytes | BinaryIO) -> Image.Image:
-    """An image file, in memory (an upload, a drawing) or open, decoded fully, or a UserError.
-    A larger image than MAX_PIXELS is refused from its header, before decoding."""
+    """An image file, in memory (an upload, a drawing) or open, decoded fully (refused from its header if over
+    MAX_PIXELS), or a UserError."""
     try:
         image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         width, height = image.size
@@ -79,20 +57,17 @@ def first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
-def grey_levels(image: Image.Image) -> Tensor:
-    """(H, W) float in [0, 1]; a transparent background takes the colour the ink is not."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+def digit_of(image: Image.Image) -> Tensor:
+    """A decoded picture of one digit as a (28, 28) image in MNIST's convention: the one preparation of
+    predict.py's files and the demo's drawings and uploads alike."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:  # the background: the colour ink is not
         rgba = image.convert("RGBA")
-        opaque = _as_tensor(rgba.getchannel("A")) > 0.5
-        grey = _as_tensor(rgba.convert("L"))
+        opaque = to_tensor(rgba.getchannel("A"))[0] > 0.5
+        grey = to_tensor(rgba.convert("L"))[0]
         ink_is_dark = bool(opaque.any()) and grey[opaque].mean() < 0.5
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255) if ink_is_dark else (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)
-    return _as_tensor(image.convert("L"))
-
-
-def _as_tensor(image: Image.Image) -> Tensor:
-    return pil_to_tensor(image)[0].float() / 255.0
+    return to_mnist(to_tensor(image.convert("L"))[0])
 
 
 def to_mnist(grey: Tensor) -> Tensor:
@@ -106,9 +81,8 @@ def to_mnist(grey: Tensor) -> Tensor:
         raise UserError("no digit found: the image is blank (a single colour); pass a picture of one digit")
     digit = digit / digit.max()
 
-    rows = (digit > 0).any(dim=1).nonzero().squeeze(1)
-    cols = (digit > 0).any(dim=0).nonzero().squeeze(1)
-    digit = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    rows, cols = (digit > 0).nonzero().unbind(dim=1)  # cropped to the digit
+    digit = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
     height, width = digit.shape
     scale = BOX / max(height, width)
@@ -130,16 +104,23 @@ def _offset(digit: Tensor, dim: int) -> int:
     return int(min(max(round(SIZE / 2 - float(centre)), 0), SIZE - len(mass)))
 
 
-def digit_of(image: Image.Image) -> Tensor:
-    """A decoded picture of one digit as a (28, 28) image in MNIST's convention: the one preparation of
-    predict.py's files and the demo's drawings and uploads alike."""
-    return to_mnist(grey_levels(image))
-
-
 def load_digit(path: str | Path) -> Tensor:
-    """The picture at `path` as a (28, 28) float image in MNIST's convention."""
-    image = read_image(path)
+    """The picture at `path` as a (28, 28) float image in MNIST's convention, or a one-line UserError saying why not."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"image not found: {path}; pass image=<a PNG or JPEG file of one digit>")
+    if path.is_dir():
+        raise UserError(f"image={path} is a directory; pass image=<a PNG or JPEG file of one digit>")
+    if path.stat().st_size == 0:
+        raise UserError(f"image {path} is empty (0 bytes); pass image=<a PNG or JPEG file of one digit>")
     try:
-        return digit_of(image)
+        with path.open("rb") as file:
+            picture = decode_image(file)
+    except UserError as err:
+        raise type(err)(f"{path}: {err}") from None
+    except OSError as err:
+        raise UserError(f"cannot read image {path} ({err.strerror}); check the path and its permissions") from err
+    try:
+        return digit_of(picture)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None

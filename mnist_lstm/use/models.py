@@ -1,29 +1,21 @@
-"""What the scripts predict with: a checkpoint's model, or a model exported to ONNX and run by onnxruntime.
-
-Both answer alike: called on images (batch, 28, 28) they give logits (batch, 10), `per_row_logits(images)`
-gives the logits after every row (batch, 28, 10); `device_of` says where to put the images.
-"""
+"""What the scripts predict with: a checkpoint's model, or a model exported to ONNX and run by onnxruntime. Both
+answer alike: images (batch, 28, 28) -> logits (batch, 10); `per_row_logits(images)` -> (batch, 28, 10)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from mnist_lstm.checkpoint import device_named, load_model
 from mnist_lstm.errors import UserError
+from mnist_lstm.model.lstm import RowLSTMClassifier
 from mnist_lstm.use.images import first_line
 
 INSTALL = 'pip install -e ".[export]"'
-
-
-class Reader(Protocol):
-    def __call__(self, images: Tensor) -> Tensor: ...
-
-    def per_row_logits(self, images: Tensor) -> Tensor: ...
 
 
 class OnnxModel:
@@ -50,15 +42,8 @@ class OnnxModel:
             raise UserError(f"{path} is not an ONNX model onnxruntime can load ({reason}); {self._how_to}") from err
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         shapes = [list(o.shape) for o in outputs]
-        ours = (
-            len(inputs) == 1
-            and list(inputs[0].shape)[1:] == [28, 28]
-            and inputs[0].type == "tensor(float)"
-            and 1 <= len(outputs) <= 2
-            and shapes[0][1:] == [10]
-            and (len(outputs) == 1 or shapes[1][1:] == [28, 10])
-        )
-        if not ours:
+        images = [[list(i.shape)[1:], i.type] for i in inputs] == [[[28, 28], "tensor(float)"]]
+        if not images or [shape[1:] for shape in shapes] not in ([[10]], [[10], [28, 10]]):
             found = f"input {[list(i.shape) for i in inputs]}, outputs {shapes}"
             raise UserError(f"{path} is an ONNX model, but not one of this project's ({found}); {self._how_to}")
         self.input = inputs[0].name
@@ -79,6 +64,9 @@ class OnnxModel:
                 "python scripts/export.py ckpt_path=<checkpoint> (per_row=true is the default)"
             )
         return torch.from_numpy(self._run(images)[1])
+
+
+Reader = RowLSTMClassifier | OnnxModel
 
 
 def open_model(ckpt_path: str | None, onnx_path: str | None, device: str = "auto") -> tuple[Reader, dict, Path]:

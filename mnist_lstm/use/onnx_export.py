@@ -1,16 +1,10 @@
-"""A trained model as a standard artefact: ONNX (torch.onnx.export's current, dynamo-based exporter), beside a
-sidecar JSON that says how to feed it, proven equal to the model it came from.
-
-The exported graph is the plain model (mnist_lstm/model/lstm.py): the explicit loop over the 28 rows, unrolled
-as it is written, one dynamic batch dimension. It answers `logits` (batch, 10) and, unless `per_row=false`,
-`per_row_logits` (batch, 28, 10): the classifier after every row read, from which the reading figure is drawn.
-"""
+"""A trained model as ONNX (torch.onnx.export's dynamo exporter), beside a sidecar JSON that says how to feed it,
+proven equal to the model it came from. The graph is the plain model's loop over the 28 rows, unrolled, with a
+dynamic batch: `logits` (batch, 10) and, unless `per_row=false`, `per_row_logits` (batch, 28, 10)."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import logging
 import os
@@ -45,8 +39,7 @@ class RowReader(nn.Module):
 
     def __init__(self, net: RowLSTMClassifier, per_row: bool = True) -> None:
         super().__init__()
-        self.net = net
-        self.per_row = per_row
+        self.net, self.per_row = net, per_row
 
     def forward(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         outputs, _ = self.net.lstm(images.transpose(0, 1))  # time-major: (rows, batch, columns)
@@ -105,29 +98,24 @@ def export(cfg: DictConfig) -> Path:
 
 
 def write_onnx(reader: RowReader, path: Path) -> None:
-    """torch.onnx.export (dynamo) to `path`, weights inside the file; its progress lines kept out of the log."""
+    """torch.onnx.export (dynamo) to `path`, weights inside the file, its progress kept out of the log; checked."""
     import onnx
 
-    outputs = ["logits", "per_row_logits"] if reader.per_row else ["logits"]
-    example = torch.rand(2, ROWS, COLUMNS)
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        warnings.catch_warnings(),
-        quiet("onnxscript", "onnx_ir", level=logging.ERROR),
-    ):
+    with warnings.catch_warnings(), quiet("onnxscript", "onnx_ir", level=logging.ERROR):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
+        torch.onnx.export(
             reader,
-            (example,),
+            (torch.rand(2, ROWS, COLUMNS),),
+            str(path),
+            verbose=False,
             dynamo=True,
             input_names=["images"],
-            output_names=outputs,
+            output_names=["logits", "per_row_logits"] if reader.per_row else ["logits"],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             opset_version=OPSET,
             external_data=False,
         )
-        program.save(str(path), external_data=False)
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    onnx.checker.check_model(str(path), full_check=True)
 
 
 def _parity(reader: RowReader, path: Path, images: int = 256) -> dict[str, Any] | None:

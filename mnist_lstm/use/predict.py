@@ -17,9 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> int:
-    """Run predict.py's config: log the predicted digit and every class's probability; with `explain`, write
-    the reading figure of the converted 28x28 image to `out` (default `<image stem>_reading.png` beside it).
-    The model: a checkpoint (ckpt_path=) or an exported ONNX file (onnx=)."""
+    """Run predict.py's config: log the predicted digit and every class's probability; with `explain`, write the
+    reading figure of the converted 28x28 image to `out` (default `<image stem>_reading.png` beside it)."""
     if cfg.image is None:
         raise UserError("no image given: pass image=<a PNG or JPEG file of one digit>")
     image = Path(cfg.image).expanduser()

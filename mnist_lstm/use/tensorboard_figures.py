@@ -30,9 +30,7 @@ FigureJob = tuple[str, Callable[..., Figure], tuple[Any, ...]]
 
 class TestFigures(L.Callback):
     """During `trainer.test`, count (true, predicted) pairs; at its end, log `test/confusion_matrix` and
-    `test/reading_<index>` for each of `digits` (indices into the test set) to every TensorBoard logger.
-    `processes`: see `draw`.
-    """
+    `test/reading_<index>` for each of `digits` (indices into the test set) to every TensorBoard logger."""
 
     __test__ = False  # not a pytest test class, despite its name
 
@@ -48,43 +46,36 @@ class TestFigures(L.Callback):
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
-        _, labels = batch
-        self.confusion.update(outputs, labels)  # outputs: the predictions RowLSTMModule.test_step returns
+        self.confusion.update(outputs, batch[1])  # outputs: the predictions RowLSTMModule.test_step returns
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not writers or trainer.sanity_checking:
             return
+        jobs: list[FigureJob] = [("test/confusion_matrix", confusion_figure, (self.confusion.compute().cpu(), "test"))]
+        dataset = trainer.test_dataloaders.dataset
+        digits = [i for i in self.digits if 0 <= i < len(dataset)]
+        if digits:
+            images, labels = dataset[digits]
+            probabilities = per_row_probabilities(pl_module.net, images.to(pl_module.device)).cpu()
+            for i, image, label, probs in zip(digits, images.cpu(), labels.tolist(), probabilities, strict=True):
+                jobs.append((f"test/reading_{i:05d}", reading_figure, (image, probs, label, f"test digit #{i}")))
         # Each figure's PNG compression lets go of the GIL: in a thread as soon as it is drawn.
         logged, step = [], trainer.global_step
         with ThreadPoolExecutor() as compressor:
-            for tag, pixels in draw(self._figures(trainer, pl_module), self.processes):
+            for tag, pixels in draw(jobs, self.processes):
                 for writer in writers:
                     logged.append(compressor.submit(writer.add_image, tag, pixels, step, dataformats="HWC"))
         for done in logged:
             done.result()  # raises what a thread raised
 
-    def _figures(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[FigureJob]:
-        """The confusion matrix, then how the model reads each of `digits`."""
-        jobs: list[FigureJob] = [("test/confusion_matrix", confusion_figure, (self.confusion.compute().cpu(), "test"))]
-        dataset = trainer.test_dataloaders.dataset
-        digits = [i for i in self.digits if 0 <= i < len(dataset)]
-        if not digits:
-            return jobs
-        images, labels = dataset[digits]
-        probabilities = per_row_probabilities(pl_module.net, images.to(pl_module.device)).cpu()
-        for index, image, label, probs in zip(digits, images.cpu(), labels.tolist(), probabilities, strict=True):
-            jobs.append((f"test/reading_{index:05d}", reading_figure, (image, probs, label, f"test digit #{index}")))
-        return jobs
-
 
 def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """(tag, the figure drawn as (height, width, 3) bytes) for each job, in order.
 
-    matplotlib holds the GIL while it builds and draws a figure, so threads would take turns: the figures are
-    drawn at once in `processes` forked processes (default: one per figure, up to the CPUs this process may
-    use), copies of this one with nothing to import, sent only the numbers to show. Off Linux (where fork is
-    not assumed safe), with one process, or in a daemonic one, they are drawn here one after another; so are
+    matplotlib holds the GIL while it draws, so threads would take turns: the figures are drawn at once in
+    `processes` forked processes (default: one per figure, up to this process's CPUs), sent only the numbers to
+    show. Off Linux (fork not assumed safe), with one process, or in a daemonic one, they are drawn here; so are
     the rest if the processes cannot start or one dies: figures are not worth failing a run that has trained.
     """
     if processes is None:
@@ -92,8 +83,7 @@ def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[
     processes = min(processes, len(jobs))
     # (A daemonic process, e.g. a multiprocessing.Pool's worker running train(), may not start processes.)
     if processes <= 1 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
-        for job in jobs:
-            yield _draw(job)
+        yield from map(_draw, jobs)
         return
     drawn = 0
     try:
@@ -105,8 +95,7 @@ def draw(jobs: list[FigureJob], processes: int | None = None) -> Iterator[tuple[
                 drawn += 1
     except (OSError, BrokenProcessPool) as err:  # no fork (memory), or a process killed (e.g. out of memory)
         log.warning(f"drawing the figures in {processes} processes failed ({err!r}); drawing the rest here")
-        for job in jobs[drawn:]:
-            yield _draw(job)
+        yield from map(_draw, jobs[drawn:])
 
 
 def _draw(job: FigureJob) -> tuple[str, np.ndarray]:

@@ -17,7 +17,6 @@ from mnist_lstm.use.evaluate import all_logits
 from mnist_lstm.use.figures import per_row_probabilities, reading_figure
 
 log = logging.getLogger(__name__)
-SPLITS = {"train": True, "test": False}  # split -> torchvision's `train` flag: the official files
 
 
 def chosen_indices(index: object, size: int) -> list[int]:
@@ -46,7 +45,7 @@ def visualize(cfg: DictConfig) -> list[Path]:
     """Run visualize.py's config: write `<out>/reading_<split>_<index>.png` for each chosen digit."""
     model = load_model(cfg.ckpt_path, cfg.device)
     ensure_mnist(cfg.data.data_dir, cfg.data.download)
-    images, labels = load_mnist(cfg.data.data_dir, train=SPLITS[cfg.split])
+    images, labels = load_mnist(cfg.data.data_dir, train=cfg.split == "train")  # the official files
 
     if cfg.wrong:
         indices = most_confidently_wrong(model, images, labels, cfg.wrong, cfg.data.eval_batch_size)
