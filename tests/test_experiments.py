@@ -1,5 +1,5 @@
-"""Published recipes (conf/experiment/): the tutorial's exactly, the improved and the best within its budget, and the
-ablation of the improved one."""
+"""Published recipes (conf/experiment/): the tutorial's exactly, the improved and the best within its budget, the
+speedrun, and the ablation of the improved one."""
 
 from __future__ import annotations
 
@@ -52,6 +52,16 @@ def test_best_experiment_is_improved_with_shifted_and_distorted_images_in_the_sa
     best.task_name = improved.task_name
     del best.hydra, improved.hydra  # (Hydra's record of the choices made)
     assert best == improved  # nothing else differs
+
+
+def test_speedrun_is_the_same_model_small_and_fed_wide() -> None:
+    cfg = compose_train("experiment=speedrun")
+    assert (cfg.layer_num, cfg.hidden_size, cfg.batch_size, cfg.max_steps) == (1, 96, 512, 1000)
+    assert cfg.model.cell == "custom" and cfg.data.val_size == 5000  # our cell; the same 55,000 training images
+    module = build_model(cfg)
+    assert [tuple(layer.gates.weight.shape) for layer in module.net.lstm.layers] == [(384, 124)]  # one fused linear
+    scheduler = module.scheduler_factory(module.optimizer_factory(module.parameters()))
+    assert scheduler.total_steps == cfg.max_steps and scheduler.optimizer.param_groups[0]["max_lr"] == cfg.lr
 
 
 @pytest.mark.parametrize(
@@ -135,3 +145,20 @@ def test_results_aggregate_reads_a_run_and_tabulates(tiny_run, tmp_path, monkeyp
     assert f"| `tiny` | 1 (12345) | {100 * metrics['test/acc']:.2f}% (one seed: no spread)" in aggregate.table()
     aggregate.figure(None, tmp_path / "recipes.png", "title")
     assert (tmp_path / "recipes.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_speedrun_reaches_98_9_percent(mnist_dir: Path, tmp_path: Path) -> None:
+    """The whole speedrun on one seed (about a minute on 2 CPU cores): each seed of docs/results.md is >= 98.9%."""
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py",
+        "experiment=speedrun",
+        "seed=1",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={run_dir}",
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
+    assert metrics["test/acc"] >= 0.989, metrics
