@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 import mnist_lstm.config  # noqa: F401  (the YAML files' resolvers)
 from mnist_lstm.config import schema
 from mnist_lstm.errors import UserError
+from mnist_lstm.quiet import drop_known_chatter
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -69,6 +70,7 @@ def main(config_name: str, task: Callable[[DictConfig], Any], resumable: bool = 
     # The libraries imported by now are hundreds of thousands of long-lived objects: frozen, the collector's full
     # passes never scan them again (measured in docs/speed.md, "Start-up").
     gc.freeze()
+    drop_known_chatter()
     try:
         sys.argv[1:] = check_command_line(config_name, sys.argv[1:], resumable)
         app()

@@ -205,6 +205,25 @@ def test_a_picture_is_read_as_predict_reads_it(
     assert answer["answer"] == predict(cfg)  # predict.py's answer for the same file
 
 
+def test_a_digit_cropped_tight_is_accepted_and_read_as_the_original(
+    client: httpx.Client, model: torch.nn.Module, test_set: tuple
+) -> None:
+    """Its strokes touch all four edges (once refused as blank): read as the model reads MNIST's own digit."""
+    images, _ = test_set
+    with torch.no_grad():
+        sure = model(images[:200]).softmax(dim=1).max(dim=1).values >= 0.8  # a digit the tiny model is sure of
+    index = int(sure.nonzero()[0])
+    image = images[index]
+    rows, cols = (image > 0.2).nonzero().unbind(dim=1)
+    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    large = torch.nn.functional.interpolate(crop[None, None], scale_factor=6, mode="bilinear")[0, 0]
+    response = client.post("/api/read", content=png(Image.fromarray((255 * (1 - large)).round().byte().numpy())))
+    assert response.status_code == 200, response.text
+    seen = torch.tensor(response.json()["image"])
+    assert torch.nn.functional.cosine_similarity(seen.flatten(), image.flatten(), dim=0) > 0.9
+    assert response.json()["answer"] == int(model(images[index : index + 1]).argmax())
+
+
 def test_an_official_test_digit_is_read_as_it_is(client: httpx.Client, model: torch.nn.Module, test_set: tuple) -> None:
     images, labels = test_set
     answer = client.get("/api/test-digit", params={"index": 4}).json()
@@ -258,6 +277,20 @@ def test_a_bad_request_is_refused_in_one_line_and_the_app_goes_on(client: httpx.
     assert list(response.json()) == ["error"]
     message = response.json()["error"]
     assert phrase in message and "\n" not in message and "Traceback" not in message
+    assert client.post("/api/read", content=DRAWING).status_code == 200
+
+
+def test_a_body_over_the_limit_sent_whole_before_reading_still_gets_its_413(client: httpx.Client) -> None:
+    """As curl or a plain socket do: the whole body first, then the answer; a reset connection would be a failure."""
+    body = b"\0" * (MAX_BYTES + 1_000_000)
+    request = b"POST /api/read HTTP/1.1\r\nHost: demo\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection((client.base_url.host, client.base_url.port), timeout=60) as sock:
+        sock.sendall(request + body)
+        answer = b""
+        while b"over the limit" not in answer and (chunk := sock.recv(65536)):  # (headers and body may come apart)
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"over the limit of 10 MB" in answer
     assert client.post("/api/read", content=DRAWING).status_code == 200
 
 

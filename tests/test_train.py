@@ -82,6 +82,27 @@ def test_run_says_where_it_writes_and_how_to_watch(tiny_run: tuple[Path, str]) -
     assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in output
     metrics = (run_dir / "metrics.yaml").read_text()
     assert "test/acc" in metrics and "val/acc_best" in metrics
+    # the libraries' known chatter is not among what the run says (mnist_lstm/quiet.py)
+    assert "litlogger" not in output and "LeafSpec" not in output
+
+
+def test_only_the_known_chatter_is_dropped() -> None:
+    """Another FutureWarning, and Lightning's other lines, still reach the user."""
+    import logging
+    import warnings
+
+    from mnist_lstm.quiet import drop_known_chatter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        drop_known_chatter()  # (its filter goes before the "default" just set; catch_warnings undoes both)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
+        warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else is deprecated"]
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    record = lambda text: logging.LogRecord(rank_zero.name, logging.INFO, "", 0, text, None, None)  # noqa: E731
+    assert not rank_zero.filter(record("💡 Tip: ... try installing [litlogger](https://pypi.org/project/litlogger/)"))
+    assert rank_zero.filter(record("GPU available: False, used: False"))
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from mnist_lstm.use.images import MAX_PIXELS, NotAnImage, TooManyPixels, decode_
 from mnist_lstm.use.models import Reader, device_of
 
 MAX_BYTES = 10_000_000  # an upload's size limit (10 MB): a photo from a phone fits
+DRAIN_BYTES = 10 * MAX_BYTES  # how much of a body over the limit is read (and dropped) to answer it cleanly
 # The page may load only what this server serves (and draw what it made itself): nothing leaves the machine.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -116,18 +117,24 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 async def body_within(request: Request) -> bytes:
-    """The request's body, refused as soon as it is known to be over MAX_BYTES (from its Content-Length, else
-    while it arrives): a huge upload is never held in memory."""
+    """The request's body, refused with 413 if over MAX_BYTES; never more than MAX_BYTES of it held in memory.
+
+    A body over the limit is still read to its end (and dropped), up to DRAIN_BYTES: a client that sends the whole
+    body before reading the answer (curl, a plain socket) would otherwise see the connection reset, as a server
+    that closes with unread data makes TCP do, instead of the 413. Beyond DRAIN_BYTES, refused at once."""
     too_large = f"the file is over the limit of {MAX_BYTES / 1e6:g} MB: send a smaller image of the digit"
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BYTES:
+    if declared.isdigit() and int(declared) > DRAIN_BYTES:
         raise HTTPException(413, too_large)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BYTES:
-            raise HTTPException(413, too_large)
-        chunks.append(chunk)
+        if size > DRAIN_BYTES:
+            break
+        if size <= MAX_BYTES:
+            chunks.append(chunk)
+    if size > MAX_BYTES:
+        raise HTTPException(413, too_large)
     return b"".join(chunks)
 
 

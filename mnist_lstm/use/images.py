@@ -1,6 +1,7 @@
 """Any picture of a digit -> a 28x28 image in MNIST's convention (white on black, scaled to fit a 20x20 box,
-centred by its centre of mass), so the model can read it: grey levels, dark background, background level removed
-and contrast stretched, cropped to the digit, scaled to 20 pixels on its longer side, centred by mass."""
+centred by its centre of mass), so the model can read it: grey levels, ink told from background (Otsu), dark
+background, background level removed and contrast stretched, cropped to the digit, scaled to 20 pixels on its
+longer side, centred by mass."""
 
 from __future__ import annotations
 
@@ -72,11 +73,22 @@ def digit_of(image: Image.Image) -> Tensor:
 
 def to_mnist(grey: Tensor) -> Tensor:
     """(H, W) grey levels in [0, 1], either polarity -> (28, 28) white digit on black, centred as MNIST's."""
-    border = torch.cat([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if border.median() > 0.5:  # dark ink on a light background: MNIST's ink is white
-        grey, border = 1.0 - grey, 1.0 - border
-    # The brightest of the border (bar a few outliers) is background and noise (paper, JPEG): below it is black.
-    digit = (grey - border.quantile(0.98)).clamp(min=0.0)
+    # Ink and background told apart by Otsu's threshold over the whole picture, not by the border's level, which a
+    # digit cropped tight touches. The background is the class of the corners, which a digit seldom fills (a tight
+    # crop's included); with two corners each way, the larger class.
+    threshold = otsu_threshold(grey)
+    ink = grey > threshold
+    k = max(1, min(grey.shape) // 8)
+    corners = torch.stack(
+        [grey[:k, :k].median(), grey[:k, -k:].median(), grey[-k:, :k].median(), grey[-k:, -k:].median()]
+    )
+    light = int((corners > threshold).sum())
+    if light > 2 or (light == 2 and ink.float().mean() > 0.5):  # dark ink on a light background: MNIST's is white
+        grey, ink = 1.0 - grey, ~ink
+    background = grey[~ink] if bool((~ink).any()) else grey.flatten()
+    # Paper and its noise (grain, JPEG) are black: up to 3 robust standard deviations above the background's median.
+    median = background.median()
+    digit = (grey - median - 3 * 1.4826 * (background - median).abs().median()).clamp(min=0.0)
     if digit.max() < 0.1:
         raise UserError("no digit found: the image is blank (a single colour); pass a picture of one digit")
     digit = digit / digit.max()
@@ -95,6 +107,17 @@ def to_mnist(grey: Tensor) -> Tensor:
     top, left = (_offset(digit, dim) for dim in (0, 1))
     field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return field
+
+
+def otsu_threshold(grey: Tensor, bins: int = 256) -> float:
+    """Otsu's threshold: the grey level that splits the pixels into the two classes of largest between-class
+    variance, (total_mass * w - total * mass)^2 / (w * (total - w)) over the histogram's cumulative sums."""
+    counts = torch.histc(grey.double(), bins=bins, min=0.0, max=1.0)
+    levels = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+    weight, mass = counts.cumsum(0), (counts * levels).cumsum(0)
+    total, total_mass = weight[-1], mass[-1]
+    between = (total_mass * weight - total * mass) ** 2 / (weight * (total - weight))
+    return float(levels[between.nan_to_num(nan=-1.0, posinf=-1.0).argmax()])
 
 
 def _offset(digit: Tensor, dim: int) -> int:
