@@ -111,7 +111,8 @@ def to_mnist(grey: Tensor) -> Tensor:
 
 def otsu_threshold(grey: Tensor, bins: int = 256) -> float:
     """Otsu's threshold: the grey level that splits the pixels into the two classes of largest between-class
-    variance, (total_mass * w - total * mass)^2 / (w * (total - w)) over the histogram's cumulative sums."""
+    variance, (total_mass * w - total * mass)^2 / (w * (total - w)) over the histogram's cumulative sums. (As
+    scikit-image's threshold_otsu; seven lines here rather than that package and SciPy under it for one function.)"""
     counts = torch.histc(grey.double(), bins=bins, min=0.0, max=1.0)
     levels = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
     weight, mass = counts.cumsum(0), (counts * levels).cumsum(0)
