@@ -88,33 +88,36 @@ def test_each_ablation_changes_one_thing(variant: str, changes: dict) -> None:
     assert (cfg.batch_size, cfg.max_steps, cfg.hidden_size, cfg.layer_num) == (128, 2000, 256, 2)
 
 
+def trained_metrics(experiment: str, mnist_dir: Path, tmp_path: Path) -> dict:
+    """`python scripts/train.py experiment=<experiment> seed=1` run in full: its metrics.yaml."""
+    run_dir = tmp_path / "run"
+    result = run_script(
+        "train.py", f"experiment={experiment}", "seed=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}",
+        timeout=3600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return yaml.safe_load((run_dir / "metrics.yaml").read_text())
+
+
 @pytest.mark.recipe
 def test_best_recipe_reaches_99_1_percent(mnist_dir: Path, tmp_path: Path) -> None:
     """The full 2,000-step best recipe on one seed (about 10 minutes on 2 CPU cores): docs/results.md."""
-    run_dir = tmp_path / "run"
-    result = run_script(
-        "train.py", "experiment=best", "seed=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}", timeout=3600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
+    metrics = trained_metrics("best", mnist_dir, tmp_path)
     assert metrics["test/acc"] >= 0.991, metrics
 
 
 @pytest.mark.recipe
 def test_improved_recipe_reaches_98_8_percent(mnist_dir: Path, tmp_path: Path) -> None:
     """The full 2,000-step improved recipe on one seed (about 10 minutes on 2 CPU cores)."""
-    run_dir = tmp_path / "run"
-    result = run_script(
-        "train.py",
-        "experiment=improved",
-        "seed=1",
-        f"data.data_dir={mnist_dir}",
-        f"hydra.run.dir={run_dir}",
-        timeout=3600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
+    metrics = trained_metrics("improved", mnist_dir, tmp_path)
     assert metrics["test/acc"] >= 0.988, metrics
+
+
+@pytest.mark.slow
+def test_speedrun_reaches_98_9_percent(mnist_dir: Path, tmp_path: Path) -> None:
+    """The whole speedrun on one seed (about a minute on 2 CPU cores): each seed of docs/results.md is >= 98.9%."""
+    metrics = trained_metrics("speedrun", mnist_dir, tmp_path)
+    assert metrics["test/acc"] >= 0.989, metrics
 
 
 def test_results_aggregate_reads_a_run_and_tabulates(tiny_run, tmp_path, monkeypatch) -> None:
@@ -145,20 +148,3 @@ def test_results_aggregate_reads_a_run_and_tabulates(tiny_run, tmp_path, monkeyp
     assert f"| `tiny` | 1 (12345) | {100 * metrics['test/acc']:.2f}% (one seed: no spread)" in aggregate.table()
     aggregate.figure(None, tmp_path / "recipes.png", "title")
     assert (tmp_path / "recipes.png").stat().st_size > 1000
-
-
-@pytest.mark.slow
-def test_speedrun_reaches_98_9_percent(mnist_dir: Path, tmp_path: Path) -> None:
-    """The whole speedrun on one seed (about a minute on 2 CPU cores): each seed of docs/results.md is >= 98.9%."""
-    run_dir = tmp_path / "run"
-    result = run_script(
-        "train.py",
-        "experiment=speedrun",
-        "seed=1",
-        f"data.data_dir={mnist_dir}",
-        f"hydra.run.dir={run_dir}",
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = yaml.safe_load((run_dir / "metrics.yaml").read_text())
-    assert metrics["test/acc"] >= 0.989, metrics
