@@ -24,8 +24,7 @@ from aggregate import FIELDS, load, read_run
 REPO = Path(__file__).resolve().parents[1]
 
 
-def race(recipes: list[str], seeds: list[int], out: Path, runs: Path, extra: list[str]) -> list[dict]:
-    rows = []
+def race(recipes: list[str], seeds: list[int], out: Path, runs: Path, extra: list[str]) -> None:
     for seed in seeds:
         for recipe in recipes:
             run_dir = runs / f"{recipe}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -40,13 +39,11 @@ def race(recipes: list[str], seeds: list[int], out: Path, runs: Path, extra: lis
             print(
                 f"  {wall:.1f} s, test/acc {100 * row['test_acc']:.2f}%, val/acc_best {100 * row['val_acc_best']:.2f}%"
             )
-            rows.append(row)
             with out.open("a", newline="") as f:  # row by row: an interrupted race keeps what it finished
                 writer = csv.DictWriter(f, FIELDS)
                 if f.tell() == 0:
                     writer.writeheader()
                 writer.writerow(row)
-    return rows
 
 
 def ratios(path: Path, recipes: list[str]) -> str:

@@ -18,6 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
@@ -195,3 +196,11 @@ def forward_and_backward(
     ((out * weights).sum() + (h * 0.5).sum() + c.pow(2).sum()).backward()
     grads = [p.grad for p in lstm.parameters()] + [x.grad, *(s.grad for s in state)]
     return out, h, c, grads
+
+
+def tight_crop_on_paper(image: torch.Tensor, scale: int = 6) -> Image.Image:
+    """An MNIST digit cut to its strokes (they touch all four edges), enlarged, dark ink on white paper."""
+    rows, cols = (image > 0.2).nonzero().unbind(dim=1)
+    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    large = torch.nn.functional.interpolate(crop[None, None], scale_factor=scale, mode="bilinear")[0, 0]
+    return Image.fromarray((255 * (1 - large)).round().byte().numpy(), "L")

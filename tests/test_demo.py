@@ -39,7 +39,7 @@ from mnist_lstm.errors import UserError
 from mnist_lstm.use.figures import per_row_probabilities
 from mnist_lstm.use.images import load_digit
 from mnist_lstm.use.predict import predict
-from tests.helpers import REPO, run_script
+from tests.helpers import REPO, run_script, tight_crop_on_paper
 
 try:  # (a clear failure below if it is missing, not an error collecting the file)
     from playwright.sync_api import expect, sync_playwright
@@ -214,10 +214,7 @@ def test_a_digit_cropped_tight_is_accepted_and_read_as_the_original(
         sure = model(images[:200]).softmax(dim=1).max(dim=1).values >= 0.8  # a digit the tiny model is sure of
     index = int(sure.nonzero()[0])
     image = images[index]
-    rows, cols = (image > 0.2).nonzero().unbind(dim=1)
-    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    large = torch.nn.functional.interpolate(crop[None, None], scale_factor=6, mode="bilinear")[0, 0]
-    response = client.post("/api/read", content=png(Image.fromarray((255 * (1 - large)).round().byte().numpy())))
+    response = client.post("/api/read", content=png(tight_crop_on_paper(image)))
     assert response.status_code == 200, response.text
     seen = torch.tensor(response.json()["image"])
     assert torch.nn.functional.cosine_similarity(seen.flatten(), image.flatten(), dim=0) > 0.9

@@ -20,7 +20,7 @@ from mnist_lstm.data import load_mnist
 from mnist_lstm.errors import UserError
 from mnist_lstm.use.figures import per_row_probabilities
 from mnist_lstm.use.images import to_mnist
-from tests.helpers import run_script
+from tests.helpers import run_script, tight_crop_on_paper
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -119,14 +119,6 @@ def test_predict_agrees_with_the_model_on_a_saved_mnist_digit(
     if explain:
         assert png_size(tmp_path / "digit_reading.png") == (16 * 30, 17 * 30)
     assert sorted(os.listdir(tmp_path)) == ["digit.png", "digit_reading.png"][: 1 + bool(explain)]
-
-
-def tight_crop_on_paper(image: torch.Tensor, scale: int = 6) -> Image.Image:
-    """The digit cut to its strokes (they touch all four edges), enlarged, dark ink on white paper."""
-    rows, cols = (image > 0.2).nonzero().unbind(dim=1)
-    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    large = torch.nn.functional.interpolate(crop[None, None], scale_factor=scale, mode="bilinear")[0, 0]
-    return Image.fromarray((255 * (1 - large)).round().byte().numpy(), "L")
 
 
 def test_a_digit_cropped_tight_is_read_as_the_model_reads_the_original(
