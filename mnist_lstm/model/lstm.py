@@ -25,11 +25,14 @@ State = tuple[Tensor, Tensor]  # (h, c)
 Loop = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, State]]
 
 
-def lstm_loop(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
+def lstm_loop(
+    x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor, record: list[Tensor] | None = None
+) -> tuple[Tensor, State]:
     """The LSTM over time, plainly, for autograd to differentiate op by op.
 
     `weight` is [weight_ih | weight_hh] (4H, input + H), its rows the gates in nn.LSTM's order: input, forget,
-    cell candidate, output.
+    cell candidate, output. Given a list as `record`, each step appends what it computed, stacked (6, batch, H):
+    the gates i, f, g, o as applied, then c and h (mnist_lstm/use/cell.py shows them to a learner).
     """
     steps, batch, input_size = x.shape
     hidden = h.shape[1]
@@ -42,8 +45,11 @@ def lstm_loop(x: Tensor, weight: Tensor, bias: Tensor, h: Tensor, c: Tensor) -> 
     for t in range(steps):  # the explicit unrolling: one row of the image per step
         gates = torch.addmm(x_gates[t], h, w_hidden.t())  # (batch, 4 * hidden)
         i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # forget some memory, write some new
-        h = torch.sigmoid(o) * torch.tanh(c)  # what the cell shows of its memory
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g  # forget some memory, write some new
+        h = o * torch.tanh(c)  # what the cell shows of its memory
+        if record is not None:
+            record.append(torch.stack([i, f, g, o, c, h]))
         outputs.append(h)
     return torch.stack(outputs), (h, c)
 
