@@ -34,8 +34,8 @@ def test_the_recorded_gates_rebuild_the_recorded_states_and_the_answer(trained, 
     for field in readings:
         assert field.shape == (layers, 16, rows, hidden)
     i, f, g, o, c, h = readings
-    assert 0 <= float(i.min()) and float(i.max()) <= 1 and 0 <= float(f.min()) and float(f.max()) <= 1
-    assert -1 <= float(g.min()) and float(g.max()) <= 1
+    assert float(i.min()) >= 0 and float(i.max()) <= 1 and float(f.min()) >= 0 and float(f.max()) <= 1
+    assert float(g.min()) >= -1 and float(g.max()) <= 1
     # c_t = f_t * c_{t-1} + i_t * g_t from a zero state, and h_t = o_t * tanh(c_t), in every layer at every row.
     previous = torch.cat([torch.zeros_like(c[:, :, :1]), c[:, :, :-1]], dim=2)
     assert (f * previous + i * g - c).abs().max() < 1e-6
