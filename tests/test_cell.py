@@ -18,7 +18,7 @@ from mnist_lstm.use.cell import BLANK, read_cell, row_importance
 @pytest.fixture(scope="module")
 def trained(tiny_run: tuple[Path, str]) -> RowLSTMClassifier:
     """The tiny run's model: 3 layers of 64, trained 40 steps (it reads about half the digits right)."""
-    return load_model(tiny_run[0] / "checkpoints" / "last.ckpt").net
+    return load_model(tiny_run[0] / "checkpoints" / "last.ckpt").net.requires_grad_(False)
 
 
 @pytest.fixture(scope="module")

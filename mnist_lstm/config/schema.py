@@ -130,6 +130,11 @@ class Visualize(Schema):
     split: Literal["test", "train"] = knob("the official 10,000 test or 60,000 training images")
     index: int | list[int] = knob("an index into the split, or a list of them: index=[4,7,11]")
     wrong: int = knob("N > 0: instead of index, the N digits the model gets wrong most confidently", ge=0)
+    cell: bool = knob("draw inside the cell instead: gates, cell state and row importance (cell_<split>_<index>.png)")
+    layer: int = knob(
+        "with cell=true, the layer drawn: 0 the one reading the pixels, -1 the top (checked against the checkpoint)",
+        example="layer=-1",
+    )
     out: str | None = knob("the folder for the PNGs; null: <run dir of the checkpoint>/figures")
     dpi: int = knob("the figures' resolution", ge=10, le=1000, example="dpi=100")
     device: str = knob("auto (CUDA when present, else the CPU), cpu, cuda or cuda:<index>")

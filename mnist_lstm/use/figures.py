@@ -1,5 +1,5 @@
-"""What the model believes after each row it reads, and where it goes wrong, as plain matplotlib `Figure`s (no
-pyplot state): the scripts save them, the training callback logs them."""
+"""What the model believes after each row it reads, what its cells do meanwhile, and where it goes wrong, as plain
+matplotlib `Figure`s (no pyplot state): the scripts save them, the training callback logs them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import PercentFormatter
 from torch import Tensor
 
 from mnist_lstm.model.lstm import RowLSTMClassifier
+from mnist_lstm.use.cell import CellReadings
 
 TRUE = "#2ca02c"  # the true class, in green
 WRONG = "#d62728"  # the predicted class where it is not the true one, in red
@@ -110,6 +112,90 @@ def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = Non
     fig.text(0.5, ax.get_position().y1 + 0.012, heading, ha="center", fontsize=12)
     if title:
         fig.suptitle(title, fontsize=15, fontweight="bold")
+    return fig
+
+
+def changing_units(cell: Tensor, units: int) -> Tensor:
+    """cell (rows, hidden): one layer's cell state over the rows of one digit -> the indices of the `units` units
+    whose cell state ranges most over the rows, ordered by their cell state after the last row, most positive
+    first: units that end alike stand together."""
+    chosen = (cell.amax(dim=0) - cell.amin(dim=0)).topk(min(units, cell.shape[1])).indices
+    return chosen[cell[-1, chosen].argsort(descending=True, stable=True)]
+
+
+CAPTION = (
+    "Read across: row t of the digit, the model's answer having read rows 1..t, and what layer {layer}'s cells do at "
+    "row t. Forget gate near 1: the cell keeps its memory; near 0: it forgets. Input gate near 1: it writes the new\n"
+    "candidate into its memory. Cell state: that memory (red +, blue -), which the output gate shows to the next "
+    "layer and, after row 28, to the classifier. Units: the {units} whose cell state ranges most over the rows,\n"
+    "ordered by their cell state after row 28. Row importance: how much the probability of the answer ({answer}) "
+    "falls when that row alone is blanked (grey: blanking it makes the answer surer)."
+)
+
+
+def cell_figure(
+    image: Tensor,
+    probabilities: Tensor,
+    readings: CellReadings,
+    importance: Tensor,
+    label: int | None = None,
+    layer: int = -1,
+    units: int = 16,
+    title: str = "",
+) -> Figure:
+    """Inside the cell, one digit, every panel on the same row axis (row 1 at the top, as in the digit): the digit;
+    the class probabilities after each row; `layer`'s forget gate, input gate and cell state of the `units` units
+    that change most (changing_units); each row's importance. image (28, 28) in [0, 1]; probabilities (28, 10) from
+    per_row_probabilities; readings read_cell's of this one image (a batch of one); importance (28,) from
+    row_importance; label the true class if known."""
+    image, probabilities, importance = image.cpu(), probabilities.detach().cpu(), importance.detach().cpu()
+    forget, write, cell = (field[layer, 0].detach().cpu() for field in (readings.forget, readings.input, readings.cell))
+    chosen = changing_units(cell, units)
+    rows, classes = probabilities.shape
+    answer, layers = int(probabilities[-1].argmax()), readings.cell.shape[0]
+    number = range(1, layers + 1)[layer]  # counted from 1, the layer reading the pixels
+
+    fig = Figure(figsize=(15, 7.5), layout="constrained")
+    axes = fig.subplots(1, 6, sharey=True, width_ratios=[28, 10, len(chosen), len(chosen), len(chosen), 14])
+    ax_digit, ax_probs, ax_forget, ax_input, ax_cell, ax_rows = axes
+
+    def heatmap(ax, values: Tensor, heading: str, xlabel: str, **style):
+        ax.set_title(heading, fontsize=11)
+        ax.set_xlabel(xlabel)
+        extent = (-0.5, values.shape[1] - 0.5, rows + 0.5, 0.5)  # row t drawn at t: the axis all panels share
+        return ax.imshow(values, aspect="auto", interpolation="nearest", extent=extent, **style)
+
+    truth = f"true {label}, " if label is not None else ""
+    heading = f"{truth}predicted {answer} ({probabilities[-1, answer]:.0%})"
+    heatmap(ax_digit, image, heading, "", cmap="gray", vmin=0, vmax=1)
+    ax_digit.set(xticks=[], yticks=[1, 7, 14, 21, 28], ylabel="row read (one per step)")
+    shown = heatmap(ax_probs, probabilities, "answer after the row", "class", cmap="Greys", vmin=0, vmax=1)
+    ax_probs.set_xticks(range(classes))
+    answer_colour = ANSWER if label is None else WRONG
+    for k, tick in enumerate(ax_probs.get_xticklabels()):  # the true class green, a wrong answer red
+        tick.set_color(TRUE if k == label else answer_colour if k == answer else "black")
+    fig.colorbar(shown, ax=ax_probs, location="bottom", label="probability")
+    where = f"unit of layer {number} of {layers}"
+    heatmap(ax_forget, forget[:, chosen], "forget gate f", where, cmap="viridis", vmin=0, vmax=1)
+    shown = heatmap(ax_input, write[:, chosen], "input gate i", where, cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=[ax_forget, ax_input], location="bottom", label="gate: 0 shut, 1 open")
+    extreme = float(cell[:, chosen].abs().max()) or 1.0
+    shown = heatmap(ax_cell, cell[:, chosen], "cell state c", where, cmap="RdBu_r", vmin=-extreme, vmax=extreme)
+    fig.colorbar(shown, ax=ax_cell, location="bottom", label="memory c (0: none)")
+    for ax in (ax_forget, ax_input, ax_cell):
+        ax.set_xticks(range(len(chosen)), [str(u) for u in chosen.tolist()], rotation=90, fontsize=7)
+
+    steps = torch.arange(1, rows + 1)
+    ax_rows.barh(steps, importance, height=0.8, color=[ANSWER if v >= 0 else OTHER for v in importance.tolist()])
+    ax_rows.axvline(0, color="black", linewidth=0.8)
+    ax_rows.set_title("row importance", fontsize=11)
+    ax_rows.set_xlabel(f"fall of P({answer}), row blanked")
+    ax_rows.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax_rows.locator_params(axis="x", nbins=3)
+    ax_digit.set_ylim(rows + 0.5, 0.5)  # shared: row 1 at the top in every panel
+    fig.supxlabel(CAPTION.format(layer=number, units=len(chosen), answer=answer), fontsize=9, ha="center")
+    if title:
+        fig.suptitle(title, fontsize=14, fontweight="bold")
     return fig
 
 

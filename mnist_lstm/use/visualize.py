@@ -1,4 +1,5 @@
-"""See how a trained model reads MNIST digits row by row: one reading figure per chosen digit."""
+"""See how a trained model reads MNIST digits row by row: one figure per chosen digit, the reading figure or (with
+cell=true) the figure of what its cells do."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from mnist_lstm.checkpoint import load_model, run_dir_of
 from mnist_lstm.data import ensure_mnist, load_mnist
 from mnist_lstm.errors import UserError
 from mnist_lstm.model.module import RowLSTMModule
+from mnist_lstm.use.cell import CellReadings, read_cell, row_importance
 from mnist_lstm.use.evaluate import all_logits
-from mnist_lstm.use.figures import per_row_probabilities, reading_figure
+from mnist_lstm.use.figures import cell_figure, per_row_probabilities, reading_figure
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,15 @@ def most_confidently_wrong(model: RowLSTMModule, images: Tensor, labels: Tensor,
 
 
 def visualize(cfg: DictConfig) -> list[Path]:
-    """Run visualize.py's config: write `<out>/reading_<split>_<index>.png` for each chosen digit."""
+    """Run visualize.py's config: write `<out>/reading_<split>_<index>.png` for each chosen digit, or with cell=true
+    `<out>/cell_<split>_<index>.png`."""
     model = load_model(cfg.ckpt_path, cfg.device)
+    layers = model.hparams.layer_num
+    if cfg.cell and not -layers <= cfg.layer < layers:
+        raise UserError(
+            f"layer={cfg.layer} is out of range: this checkpoint's model has {layers} layers, so layer must be in "
+            f"[{-layers}, {layers - 1}] (e.g. layer=-1, the top one)"
+        )
     ensure_mnist(cfg.data.data_dir, cfg.data.download)
     images, labels = load_mnist(cfg.data.data_dir, train=cfg.split == "train")  # the official files
 
@@ -52,16 +61,23 @@ def visualize(cfg: DictConfig) -> list[Path]:
         log.info(f"The {len(indices)} {cfg.split} digits the model gets wrong most confidently: {indices}")
     else:
         indices = chosen_indices(cfg.index, len(images))
-    probabilities = per_row_probabilities(model.net, images[indices].to(model.device)).cpu()
+    chosen = images[indices].to(model.device)
+    probabilities = per_row_probabilities(model.net, chosen).cpu()
+    readings = read_cell(model.net, chosen) if cfg.cell else None  # (nn.LSTM's cells: refused before any file)
 
     out = Path(cfg.out) if cfg.out else run_dir_of(cfg.ckpt_path) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, probs in zip(indices, probabilities, strict=True):
-        label = int(labels[i])
-        title = f"{cfg.split} digit #{i}: how the model reads it, row by row"
-        path = out / f"reading_{cfg.split}_{i:05d}.png"
-        reading_figure(images[i], probs, label, title).savefig(path, dpi=cfg.dpi)
+    for k, (i, probs) in enumerate(zip(indices, probabilities, strict=True)):
+        label, name = int(labels[i]), f"{cfg.split} digit #{i}"
+        if readings is not None:
+            one = CellReadings(*(field[:, k : k + 1] for field in readings))  # a batch of this one digit
+            importance = row_importance(model.net, chosen[k])
+            figure = cell_figure(images[i], probs, one, importance, label, cfg.layer, title=f"{name}: inside the cell")
+        else:
+            figure = reading_figure(images[i], probs, label, f"{name}: how the model reads it, row by row")
+        path = out / f"{'cell' if cfg.cell else 'reading'}_{cfg.split}_{i:05d}.png"
+        figure.savefig(path, dpi=cfg.dpi)
         answer = int(probs[-1].argmax())
         log.info(f"{cfg.split} #{i}: true {label}, predicted {answer} ({probs[-1, answer]:.1%}) -> {path}")
         written.append(path)
