@@ -33,11 +33,15 @@ from PIL import Image
 
 from mnist_lstm.checkpoint import load_model
 from mnist_lstm.data import load_mnist
-from mnist_lstm.demo.app import MAX_BYTES, DigitReader, OfficialDigits, create_app
+from mnist_lstm.demo.app import MAX_BYTES, UNITS, DigitReader, OfficialDigits, create_app
 from mnist_lstm.demo.server import listen, newest_best_checkpoint
 from mnist_lstm.errors import UserError
+from mnist_lstm.model.lstm import RowLSTMClassifier
+from mnist_lstm.use.cell import read_cell, row_importance
 from mnist_lstm.use.figures import per_row_probabilities
 from mnist_lstm.use.images import load_digit
+from mnist_lstm.use.models import OnnxModel
+from mnist_lstm.use.onnx_export import RowReader, write_onnx
 from mnist_lstm.use.predict import predict
 from tests.helpers import REPO, run_script, tight_crop_on_paper
 
@@ -56,8 +60,13 @@ TRAINED_VARIABLE = "MNIST_LSTM_TRAINED_CKPT"  # a fully trained checkpoint for t
 SCREENSHOT_VARIABLE = "MNIST_LSTM_DEMO_SCREENSHOT"  # where the slow test also puts its screenshot (docs/demo.png)
 
 
-def close(actual: object, expected: torch.Tensor, atol: float) -> None:
-    torch.testing.assert_close(torch.tensor(actual), expected.float(), atol=atol, rtol=0)
+def close(actual: object, expected: torch.Tensor, atol: float, rtol: float = 0.0) -> None:
+    torch.testing.assert_close(torch.tensor(actual), expected.float(), atol=atol, rtol=rtol)
+
+
+def importance_close(actual: object, expected: torch.Tensor, atol: float = 1e-7) -> None:
+    """The API's row importance, written to 3 significant digits (within 0.5%), against row_importance's."""
+    close(actual, expected, atol=atol, rtol=5e-3)
 
 
 # ---------------------------------------------------------------- pictures
@@ -187,7 +196,7 @@ def test_a_picture_is_read_as_predict_reads_it(
     assert response.status_code == 200, response.text
     answer = response.json()
     assert set(answer) == {"answer", "probabilities", "per_row", "per_row_answers", "changes", "settled_row",
-                           "image", "label", "index"}  # fmt: skip
+                           "image", "importance", "cell", "label", "index"}  # fmt: skip
     digit = load_digit(picture)  # predict.py's preparation of the same file
     close(answer["image"], digit, atol=1e-4)  # (28, 28)
     expected = per_row_probabilities(model, digit[None])[0]
@@ -233,6 +242,48 @@ def test_an_official_test_digit_is_read_as_it_is(client: httpx.Client, model: to
     assert len(picked) > 1 and all(0 <= i < 10_000 for i in picked)  # random: 5 draws of 10,000 differ
     about = client.get("/api/about").json()
     assert about["test_digits"] == 10_000 and about["test_digits_unavailable"] is None
+
+
+MAPS = ("forget", "input", "cell")  # the API's heatmaps, read_cell's fields
+
+
+def expected_cell(model: torch.nn.Module, image: torch.Tensor) -> dict:
+    """What the API's "cell" must be for `image`: read_cell's top layer, for its UNITS units whose cell state
+    ranges most over the rows, each map (rows, units)."""
+    readings = read_cell(model, image[None])
+    layer = len(model.lstm.layers) - 1
+    cell = readings.cell[layer, 0]
+    units = (cell.amax(dim=0) - cell.amin(dim=0)).topk(UNITS).indices
+    units = units[cell[-1, units].argsort(descending=True)]  # ordered by the cell state after the last row
+    return {"layer": layer, "units": units} | {name: getattr(readings, name)[layer, 0][:, units] for name in MAPS}
+
+
+def test_a_reading_carries_the_gates_and_each_rows_importance(
+    client: httpx.Client, model: torch.nn.Module, test_set: tuple
+) -> None:
+    images, _ = test_set
+    for index in (4, 7):
+        answer = client.get("/api/test-digit", params={"index": index}).json()
+        importance_close(answer["importance"], row_importance(model, images[index]))  # (28,)
+        cell, expected = answer["cell"], expected_cell(model, images[index])
+        assert set(cell) == {"layer", "units", *MAPS}
+        assert cell["layer"] == expected["layer"] == 2  # the tiny model's top layer of 3
+        assert cell["units"] == expected["units"].tolist() and len(set(cell["units"])) == UNITS
+        for name in MAPS:  # read_cell's own numbers, rounded to 3 decimals
+            close(cell[name], expected[name], atol=1e-3)  # (28, UNITS)
+    assert client.get("/api/about").json()["cell_unavailable"] is None
+
+
+def test_a_model_on_nn_lstm_has_no_gates_and_says_why() -> None:
+    """cell=torch: no gates can be read (use/cell.py), so "cell" is null and /api/about says why; the rows'
+    importance needs only the model's answers."""
+    torch.manual_seed(0)
+    model = RowLSTMClassifier(hidden_size=8, layer_num=1, cell="torch").eval()
+    reader = DigitReader(model)
+    assert "cell=custom" in reader.no_gates
+    reading = reader.read(a_bar()).as_json()
+    assert reading["cell"] is None
+    importance_close(reading["importance"], row_importance(model, a_bar()))
 
 
 def a_bar() -> torch.Tensor:
@@ -481,6 +532,57 @@ def test_the_page_reads_a_test_digit_as_predict_does(
         assert page.locator("#truth").inner_text() == ""  # a file has no true label
 
 
+def shown_cell(page: object) -> dict[str, list]:
+    """What the page shows inside the cell: each heatmap's numbers (rows, units) from its cells' data-value, the
+    units of its lines, and the bars' numbers."""
+    heat = page.locator("#inside rect.heat").evaluate_all(
+        "cells => cells.map(c => [c.dataset.map, +c.dataset.row, +c.dataset.unit, +c.dataset.value])"
+    )
+    units = list(dict.fromkeys(unit for _, row, unit, _ in heat if row == 1))
+    shown = {name: [[0.0] * len(units) for _ in range(28)] for name in MAPS}
+    for name, row, unit, value in heat:
+        shown[name][row - 1][units.index(unit)] = value
+    bars = page.locator("#importance rect.bar").evaluate_all("bars => bars.map(b => +b.dataset.value)")
+    return {"units": units, **shown, "importance": bars}
+
+
+def centres(page: object, selector: str) -> list[float]:
+    return [box["x"] + box["width"] / 2 for box in (page.locator(selector).nth(i).bounding_box() for i in (0, -1))]
+
+
+def test_the_page_shows_the_gates_and_each_rows_importance_as_the_api_reads_them(
+    browser: object, server: str, model: torch.nn.Module, test_set: tuple
+) -> None:
+    images, _ = test_set
+    with opened(browser, server, viewport={"width": 1280, "height": 800}) as page:
+        i = load_test_digit(page)["index"]
+        api = httpx.get(f"{server}/api/test-digit", params={"index": i}, timeout=30).json()
+        shown = shown_cell(page)
+        assert shown["units"] == api["cell"]["units"]
+        for name in MAPS:
+            assert shown[name] == api["cell"][name]  # 28 x 16 each, the API's numbers exactly
+        assert shown["importance"] == api["importance"]
+        importance_close(shown["importance"], row_importance(model, images[i]))
+        # One column per row, under the chart's: the first and the last row's cells and bars under its strip's.
+        strip = centres(page, "#chart .strip rect")
+        first, last = api["cell"]["units"][0], api["cell"]["units"][-1]
+        for selector in (f"#inside rect.heat[data-map=forget][data-unit='{first}']",
+                         f"#inside rect.heat[data-map=cell][data-unit='{last}']", "#importance rect.bar"):  # fmt: skip
+            assert centres(page, selector) == pytest.approx(strip, abs=1), selector
+        # The accessible text says what they show, with the numbers.
+        maps = page.locator("#inside").get_attribute("aria-label")
+        assert f"units {', '.join(map(str, api['cell']['units']))}" in maps and "layer 3 (the top one)" in maps
+        top = max(range(28), key=lambda t: api["importance"][t]) + 1
+        bars = page.locator("#importance").get_attribute("aria-label")
+        assert f"answer {api['answer']}: blanking row {top} lowers its probability most" in bars
+        expect(page.locator("#no-gates")).to_be_hidden()
+        page.fill("#row", "10")  # the cursor's veil covers the maps' and the bars' rows not yet read
+        strip = centres(page, "#chart .strip rect")  # (again: moving the slider may have scrolled the page)
+        column = (strip[1] - strip[0]) / 27
+        for veil in page.locator("#inside .unread, #importance .unread").all():  # 3 maps, the bars
+            assert veil.bounding_box()["x"] == pytest.approx(strip[0] + 9.5 * column, abs=1)  # after row 10
+
+
 def test_the_slider_and_play_move_the_veil_and_the_probabilities(
     browser: object, server: str, model: torch.nn.Module, test_set: tuple
 ) -> None:
@@ -511,12 +613,20 @@ def test_the_slider_and_play_move_the_veil_and_the_probabilities(
 
 def test_drawing_with_the_mouse_gets_an_answer(browser: object, server: str, model: torch.nn.Module) -> None:
     with opened(browser, server, viewport={"width": 1280, "height": 800}) as page:
-        answers = draw(page, [[(0.5, 0.15), (0.5, 0.85)], [(0.3, 0.3), (0.5, 0.15)]])
+        answers = draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
+        first = shown_cell(page)
+        answers += draw(page, [[(0.3, 0.3), (0.5, 0.15)]])
         assert len(answers) == 2 and all(0 <= a <= 9 for a in answers)
-        # The page shows the server's answer for what is on the pad.
+        # The page shows the server's reading of what is on the pad: its answer, gates and rows' importance.
         drawing = page.evaluate("() => document.getElementById('pad').toDataURL('image/png')")
         body = base64.b64decode(drawing.split(",", 1)[1])
-        assert httpx.post(f"{server}/api/read", content=body, timeout=30).json()["answer"] == answers[-1]
+        api = httpx.post(f"{server}/api/read", content=body, timeout=30).json()
+        assert api["answer"] == answers[-1]
+        shown = shown_cell(page)
+        assert shown == {"units": api["cell"]["units"], **{name: api["cell"][name] for name in MAPS},
+                         "importance": api["importance"]}  # fmt: skip
+        # ... which changed with the stroke added.
+        assert all(shown[name] != first[name] for name in (*MAPS, "importance"))
         page.click("#clear")
         assert page.locator("#answer").inner_text() == "?"
 
@@ -536,6 +646,28 @@ def test_bad_files_get_a_message_on_the_page(browser: object, server: str) -> No
             assert page.locator("#answer").inner_text() == "?"
         load_test_digit(page)  # and the page goes on
         expect(message).to_contain_text("Read a random test digit: the model answers")
+
+
+def test_an_onnx_model_shows_the_rows_importance_and_says_why_no_gates(
+    browser: object, ckpt: Path, model: torch.nn.Module, mnist_dir: Path, test_set: tuple, tmp_path: Path
+) -> None:
+    """An export has no gates to read: "cell" is null, /api/about says why, and the page says it in one line;
+    the rows' importance, which needs only the model's answers, is the checkpoint's."""
+    images, _ = test_set
+    write_onnx(RowReader(load_model(ckpt, "cpu", loop="plain").net).eval(), tmp_path / "tiny.onnx")
+    app = create_app(DigitReader(OnnxModel(tmp_path / "tiny.onnx")), OfficialDigits.load(mnist_dir, download=False))
+    with serving(app) as client:
+        answer = client.get("/api/test-digit", params={"index": 4}).json()
+        assert answer["cell"] is None
+        importance_close(answer["importance"], row_importance(model, images[4]), atol=1e-4)  # (onnxruntime)
+        why = client.get("/api/about").json()["cell_unavailable"]
+        assert "ONNX export has no gates" in why and "ckpt_path=" in why
+        with opened(browser, str(client.base_url).rstrip("/"), viewport={"width": 1280, "height": 800}) as page:
+            i = load_test_digit(page)["index"]
+            expect(page.locator("#no-gates")).to_have_text(f"{why[0].upper()}{why[1:]}.")
+            expect(page.locator("#inside")).to_be_hidden()
+            shown = shown_cell(page)["importance"]
+            assert shown == client.get("/api/test-digit", params={"index": i}).json()["importance"]
 
 
 def test_the_page_fits_a_phone(browser: object, server: str, tmp_path: Path) -> None:

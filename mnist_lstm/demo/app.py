@@ -1,4 +1,5 @@
-"""The demo's web app: the page (static/), and a small JSON API that reads a digit row by row (docs/demo.md):
+"""The demo's web app: the page (static/), and a small JSON API that reads a digit row by row, with its gates and
+the rows its answer depends on (docs/demo.md):
 POST /api/read (body: a PNG/JPEG file), GET /api/test-digit[?index=N] (random without index), GET /api/about.
 Every refusal is a 4xx answer `{"error": "<one line>"}`, never a traceback; an unexpected failure a 500 with one
 line, logged, and the server goes on."""
@@ -11,6 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -21,9 +23,10 @@ from torch import Tensor
 
 from mnist_lstm.data import ensure_mnist, load_mnist
 from mnist_lstm.errors import UserError
+from mnist_lstm.use.cell import changing_units, read_cell, row_importance
 from mnist_lstm.use.figures import per_row_probabilities
 from mnist_lstm.use.images import MAX_PIXELS, NotAnImage, TooManyPixels, decode_image, digit_of
-from mnist_lstm.use.models import Reader, device_of
+from mnist_lstm.use.models import OnnxModel, Reader, device_of
 
 MAX_BYTES = 10_000_000  # an upload's size limit (10 MB): a photo from a phone fits
 DRAIN_BYTES = 10 * MAX_BYTES  # how much of a body over the limit is read (and dropped) to answer it cleanly
@@ -34,15 +37,26 @@ CONTENT_SECURITY_POLICY = (
 )
 NO_STORE = {"Cache-Control": "no-store"}  # a random digit is a new one every time
 STATUS = {TooManyPixels: 413, NotAnImage: 415}  # the HTTP status of a refusal by its kind; any other: 400
+UNITS = 16  # the units of the top layer shown on the page: those whose cell state changes most over the rows
+NO_GATES_IN_ONNX = "an ONNX export has no gates to read: serve its checkpoint (ckpt_path=) to see them"
+
+
+def rounded(values: Tensor, decimals: int) -> Any:
+    """Nested lists of numbers rounded to `decimals` (in float64, so that 0.123 is written 0.123): a small answer.
+    (+ 0.0 turns the -0.0 of a small negative number into 0.0.)"""
+    return (torch.round(values.double(), decimals=decimals) + 0.0).tolist()
 
 
 @dataclass(frozen=True)
 class Reading:
-    """One digit read row by row: `image` (28, 28) in [0, 1] as the model sees it (white on black), and
-    `per_row` (28, 10) the class probabilities after each row; `label`, `index`: an official test digit's."""
+    """One digit read row by row: `image` (28, 28) in [0, 1] as the model sees it (white on black), `per_row`
+    (28, 10) the class probabilities after each row, `importance` (28,) each row's row_importance, `cell` the
+    answer's "cell" (DigitReader.top_cell), or None; `label`, `index`: an official test digit's."""
 
     image: Tensor
     per_row: Tensor
+    importance: Tensor
+    cell: dict[str, Any] | None
     label: int | None = None
     index: int | None = None
 
@@ -57,7 +71,10 @@ class Reading:
             "per_row_answers": answers,
             "changes": changes,
             "settled_row": changes[-1] if changes else 1,  # the first row from which the answer is the final one
-            "image": [[round(value, 4) for value in row] for row in self.image.tolist()],
+            "image": rounded(self.image, 4),
+            # To 3 significant digits, not decimals: a model sure of its answer may care 1e-5 for a row.
+            "importance": [float(f"{value:.3g}") for value in self.importance.tolist()],
+            "cell": self.cell,
             "label": self.label,
             "index": self.index,
         }
@@ -68,17 +85,43 @@ class DigitReader:
 
     def __init__(self, model: Reader) -> None:
         self.model, self.device = model, device_of(model)
+        self.no_gates = why_no_gates(model)
 
     def read(self, image: Tensor, label: int | None = None, index: int | None = None) -> Reading:
         """One (28, 28) image -> its Reading. Safe from several threads at once: the model is only read."""
-        probabilities = per_row_probabilities(self.model, image[None].to(self.device))[0].cpu().float()
-        return Reading(image.cpu(), probabilities, label, index)
+        images = image[None].to(self.device)
+        probabilities = per_row_probabilities(self.model, images)[0].cpu().float()
+        importance = row_importance(self.model, images[0]).cpu().float()  # (model(images) only: ONNX too)
+        return Reading(image.cpu(), probabilities, importance, self.top_cell(images), label, index)
+
+    def top_cell(self, images: Tensor) -> dict[str, Any] | None:
+        """The top layer's forget and input gates and cell state after each row, each (rows, UNITS), for its UNITS
+        units that change most (changing_units, as the cell figure); None if the model's gates cannot be read."""
+        if self.no_gates:
+            return None
+        readings = read_cell(self.model, images)
+        layer = len(readings.cell) - 1
+        cell = readings.cell[layer, 0]  # (rows, hidden)
+        units = changing_units(cell, UNITS)
+        maps = {name: rounded(getattr(readings, name)[layer, 0][:, units].cpu(), 3) for name in ("forget", "input")}
+        return {"layer": layer, "units": units.tolist(), **maps, "cell": rounded(cell[:, units].cpu(), 3)}
 
     def read_file(self, data: bytes) -> Reading:
         """An image file's bytes (a drawing, an upload), prepared as predict.py's pictures are -> its Reading."""
         if not data:
             raise UserError("no image in the request: send a PNG or JPEG file of one digit as its body")
         return self.read(digit_of(decode_image(data)))
+
+
+def why_no_gates(model: Reader) -> str | None:
+    """Why the page cannot show `model`'s gates, in one line, or None: only this project's own LSTM records them."""
+    if isinstance(model, OnnxModel):
+        return NO_GATES_IN_ONNX
+    try:
+        read_cell(model, torch.zeros(1, 1, 28, device=device_of(model)))  # one row of 28 pixels: cheap
+    except UserError as err:
+        return str(err)
+    return None
 
 
 class OfficialDigits:
@@ -176,6 +219,7 @@ def create_app(reader: DigitReader, test_digits: OfficialDigits, about: dict[str
             **(about or {}),
             "test_digits": len(test_digits),
             "test_digits_unavailable": test_digits.unavailable or None,
+            "cell_unavailable": reader.no_gates,
             "max_bytes": MAX_BYTES,
             "max_pixels": MAX_PIXELS,
         }

@@ -58,3 +58,11 @@ def row_importance(model: RowLSTMClassifier, image: Tensor, target: int | None =
     probabilities = model(copies).float().softmax(dim=-1)
     target = int(probabilities[0].argmax()) if target is None else target
     return probabilities[0, target] - probabilities[1:, target]
+
+
+def changing_units(cell: Tensor, units: int) -> Tensor:
+    """cell (rows, hidden): one layer's cell state over the rows of one digit -> the indices of the `units` units
+    whose cell state ranges most over the rows, ordered by their cell state after the last row, most positive
+    first: units that end alike stand together."""
+    chosen = (cell.amax(dim=0) - cell.amin(dim=0)).topk(min(units, cell.shape[1])).indices
+    return chosen[cell[-1, chosen].argsort(descending=True, stable=True)]

@@ -15,7 +15,7 @@ from matplotlib.ticker import PercentFormatter
 from torch import Tensor
 
 from mnist_lstm.model.lstm import RowLSTMClassifier
-from mnist_lstm.use.cell import CellReadings
+from mnist_lstm.use.cell import CellReadings, changing_units
 
 TRUE = "#2ca02c"  # the true class, in green
 WRONG = "#d62728"  # the predicted class where it is not the true one, in red
@@ -113,14 +113,6 @@ def reading_figure(image: Tensor, probabilities: Tensor, label: int | None = Non
     if title:
         fig.suptitle(title, fontsize=15, fontweight="bold")
     return fig
-
-
-def changing_units(cell: Tensor, units: int) -> Tensor:
-    """cell (rows, hidden): one layer's cell state over the rows of one digit -> the indices of the `units` units
-    whose cell state ranges most over the rows, ordered by their cell state after the last row, most positive
-    first: units that end alike stand together."""
-    chosen = (cell.amax(dim=0) - cell.amin(dim=0)).topk(min(units, cell.shape[1])).indices
-    return chosen[cell[-1, chosen].argsort(descending=True, stable=True)]
 
 
 CAPTION = (

@@ -1,6 +1,7 @@
 // The demo page, in plain JavaScript: the drawing pad, the requests to the server's JSON API, and the views of
 // one reading (the answer, the image as the model sees it with its unread rows veiled, the chart of the 28 x 10
-// probabilities, the strip of the answers after each row). The cursor moves here, over what the server sent.
+// probabilities, the strip of the answers after each row, the heatmaps of the top layer's gates and cell state,
+// the bars of each row's importance). The cursor moves here, over what the server sent.
 "use strict";
 
 const ROWS = 28;
@@ -21,6 +22,7 @@ const state = {
   timer: null, // playing
   sequence: 0, // the newest request; older answers are dropped
   maxBytes: 10e6,
+  noGates: null, // why this server's model has no gates to show (/api/about), or null
 };
 
 // ---------------------------------------------------------------- the drawing pad
@@ -190,6 +192,8 @@ function show(reading) {
   drawImage($("seen"), reading ? reading.image : null);
   drawLegend();
   drawChart();
+  drawInside();
+  drawImportance();
   setRow(state.row);
 }
 
@@ -278,15 +282,27 @@ function element(name, attributes, parent) {
   return node;
 }
 
+// Where the 28 rows are across a chart `width` wide: every chart of the page puts them in the same columns.
+function columnsOf(width) {
+  const left = 48;
+  const right = 10;
+  const cell = (width - left - right) / ROWS;
+  return { left, right, cell, x: (row) => left + (row - 0.5) * cell }; // row 1..28, at the centre of its column
+}
+
+// The rows' numbers under a chart's columns (1, 4, ... 25, 28), at height y.
+function rowTicks(svg, x, y) {
+  for (const t of [1, 4, 7, 10, 13, 16, 19, 22, 25, ROWS]) {
+    element("text", { x: x(t), y, "text-anchor": "middle" }, svg).textContent = t;
+  }
+}
+
 function drawChart() {
   const width = chart.clientWidth || 600;
   const height = chart.clientHeight || 300;
-  const left = 48;
-  const right = 10;
+  const { left, right, cell, x } = columnsOf(width);
   const top = 10;
   const plotBottom = height - 64;
-  const cell = (width - left - right) / ROWS;
-  const x = (row) => left + (row - 0.5) * cell; // row 1..28, at the centre of its strip cell
   const y = (p) => plotBottom - p * (plotBottom - top);
   geometry = { left, cell, top, plotBottom, x, y, stripTop: plotBottom + 6, stripHeight: 20 };
   chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -339,12 +355,7 @@ function drawChart() {
                         fill: "#1d2330", class: "change", "data-row": t }, chart);
     }
   }
-  for (let t = 1; t <= ROWS; t += 3) {
-    element("text", { x: x(t), y: geometry.stripTop + geometry.stripHeight + 13, "text-anchor": "middle" }, chart)
-      .textContent = t === 28 ? "" : t;
-  }
-  element("text", { x: x(ROWS), y: geometry.stripTop + geometry.stripHeight + 13, "text-anchor": "middle" }, chart)
-    .textContent = ROWS;
+  rowTicks(chart, x, geometry.stripTop + geometry.stripHeight + 13);
   const axis = width < 520 ? "rows read → the answer after each" : "rows read (top to bottom) → the answer after each row";
   element("text", { x: left + (width - left - right) / 2, y: height - 4, "text-anchor": "middle", class: "title" },
           chart).textContent = axis;
@@ -375,22 +386,201 @@ function moveChartCursor() {
     rect.setAttribute("stroke", t === row ? "#1d2330" : "none");
     rect.setAttribute("stroke-width", 2);
   }
+  for (const svg of [$("inside"), $("importance")]) {
+    const columns = columnsOf(Number(svg.dataset.width));
+    for (const veil of svg.querySelectorAll(".unread")) {
+      veil.setAttribute("x", columns.x(row) + columns.cell / 2);
+      veil.setAttribute("width", (ROWS - row) * columns.cell);
+    }
+    for (const line of svg.querySelectorAll(".cursor")) {
+      line.setAttribute("x1", columns.x(row));
+      line.setAttribute("x2", columns.x(row));
+    }
+  }
 }
 
+// The row under the pointer, in any of the charts (all put the rows in the same columns).
 function rowAt(event) {
-  const box = chart.getBoundingClientRect();
+  const box = event.currentTarget.getBoundingClientRect();
   return Math.floor((event.clientX - box.left - geometry.left) / geometry.cell) + 1;
 }
-chart.addEventListener("pointerdown", (event) => {
-  if (!geometry) return;
-  stop();
-  setRow(rowAt(event));
-});
-chart.addEventListener("pointermove", (event) => {
-  if (geometry && event.buttons === 1) setRow(rowAt(event));
-});
+for (const svg of [chart, $("inside"), $("importance")]) {
+  svg.addEventListener("pointerdown", (event) => {
+    if (!geometry) return;
+    stop();
+    setRow(rowAt(event));
+  });
+  svg.addEventListener("pointermove", (event) => {
+    if (geometry && event.buttons === 1) setRow(rowAt(event));
+  });
+}
 
-new ResizeObserver(() => drawChart()).observe($("chart-box"));
+new ResizeObserver(() => {
+  drawChart();
+  drawInside();
+  drawImportance();
+  moveChartCursor();
+}).observe($("chart-box"));
+
+// ---------------------------------------------------------------- inside the cell: the gates, and each row's weight
+
+// Colour scales, as stops from low to high: viridis for a gate (0..1), blue-white-red around 0 for the cell state.
+const GATE_STOPS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
+const CELL_STOPS = ["#2166ac", "#67a9cf", "#f7f7f7", "#ef8a62", "#b2182b"];
+const MAPS = [ // the three maps of the API's "cell", top to bottom
+  { key: "forget", title: "forget gate", meaning: "1 keeps the memory, 0 erases it", stops: GATE_STOPS },
+  { key: "input", title: "input gate", meaning: "1 writes the row into the memory, 0 ignores it", stops: GATE_STOPS },
+  { key: "cell", title: "cell state", meaning: "the memory itself: red above 0, blue below", stops: CELL_STOPS },
+];
+const UNIT_HEIGHT = 6; // a unit's line in a map
+const inside = $("inside");
+const importance = $("importance");
+const sentence = (text) => `${text[0].toUpperCase()}${text.slice(1)}${text.endsWith(".") ? "" : "."}`;
+// A probability, or a change of one, in percent to 2 significant digits: a row may change it by 0.001%.
+const precisePercent = (p) => `${Number((100 * p).toPrecision(2))}%`;
+const signed = (v, digits) => `${v > 0 ? "+" : v < 0 ? "−" : ""}${Math.abs(v).toFixed(digits)}`;
+
+// The colour at t in [0, 1] along `stops`, linearly between them.
+function ramp(stops, t) {
+  const at = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const k = Math.min(Math.floor(at), stops.length - 2);
+  const [a, b] = [stops[k], stops[k + 1]].map((hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)));
+  return `rgb(${a.map((v, i) => Math.round(v + (b[i] - v) * (at - k))).join(",")})`;
+}
+
+// A colour scale `stops` as a bar `width` wide at (x, y), labelled `low` and `high` at its ends.
+function colourScale(svg, stops, x, y, width, low, high) {
+  const id = `scale-${svg.id}-${stops === GATE_STOPS ? "gate" : "cell"}`;
+  if (!svg.querySelector(`#${id}`)) {
+    const gradient = element("linearGradient", { id }, svg.querySelector("defs"));
+    stops.forEach((colour, k) => element("stop", { offset: k / (stops.length - 1), "stop-color": colour }, gradient));
+  }
+  element("rect", { x, y: y - 8, width, height: 9, fill: `url(#${id})`, stroke: "#9aa3b2", "stroke-width": 0.5 }, svg);
+  element("text", { x: x - 4, y, "text-anchor": "end" }, svg).textContent = low;
+  element("text", { x: x + width + 4, y }, svg).textContent = high;
+}
+
+// The cursor over the rows of a chart: a dashed line, and a veil over the rows not yet read (moveChartCursor).
+function cursorOver(svg, top, bottom) {
+  element("rect", { class: "unread", y: top, height: bottom - top, fill: "#8a8f98", "fill-opacity": 0.3 }, svg);
+  element("line", { class: "cursor", y1: top - 3, y2: bottom + 3, stroke: "#1d2330", "stroke-width": 1.2,
+                    "stroke-dasharray": "4 3" }, svg);
+}
+
+// Three heatmaps over the 28 rows: the top layer's forget gate, input gate and cell state, one line per unit shown.
+function drawInside() {
+  const reading = state.reading;
+  const maps = reading ? reading.cell : null;
+  const none = state.noGates || (reading && !maps ? "this model's gates cannot be read" : null);
+  $("no-gates").hidden = !none;
+  $("no-gates").textContent = none ? sentence(none) : "";
+  inside.style.display = none ? "none" : "";
+  if (none) return;
+  const width = inside.clientWidth || 600;
+  const { left, right, cell, x } = columnsOf(width);
+  const lines = maps ? maps.units.length : 16;
+  const band = 20 + lines * UNIT_HEIGHT + 10; // a map's title, the map, a gap
+  const height = MAPS.length * band + 30;
+  inside.dataset.width = width;
+  inside.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  inside.setAttribute("height", height);
+  inside.replaceChildren();
+  element("defs", {}, inside);
+  // The cell state's scale: symmetric around 0, to the largest |c| shown (rounded up to a tenth).
+  const limit = maps ? Math.max(Math.ceil(10 * Math.max(...maps.cell.flat().map(Math.abs))) / 10, 0.1) : 1;
+  const ranges = [];
+  MAPS.forEach((map, m) => {
+    const top = m * band + 20;
+    const bottom = top + lines * UNIT_HEIGHT;
+    const title = element("text", { x: left, y: top - 6, class: "title" }, inside);
+    title.textContent = map.title;
+    if (width >= 520) element("tspan", { class: "meaning" }, title).textContent = `: ${map.meaning}`;
+    const [low, high] = map.key === "cell" ? [signed(-limit, 1), signed(limit, 1)] : ["0", "1"];
+    colourScale(inside, map.stops, width - right - 100, top - 5, 72, low, high);
+    const label = element("text", { x: 10, y: (top + bottom) / 2, "text-anchor": "middle", class: "title",
+                                    transform: `rotate(-90 10 ${(top + bottom) / 2})` }, inside);
+    label.textContent = "unit";
+    element("rect", { x: left, y: top, width: width - left - right, height: bottom - top, fill: "#eef0f4" }, inside);
+    if (maps) {
+      maps.units.forEach((unit, j) => {
+        if (j === 0 || j === lines - 1) {
+          element("text", { x: left - 4, y: top + (j + 1) * UNIT_HEIGHT, "text-anchor": "end", class: "unit" }, inside)
+            .textContent = unit;
+        }
+      });
+      const values = maps[map.key];
+      values.forEach((row, t) => row.forEach((value, j) => {
+        const shade = map.key === "cell" ? (value / limit + 1) / 2 : value;
+        const rect = element("rect", { x: left + t * cell, y: top + j * UNIT_HEIGHT, width: cell + 0.4,
+                                       height: UNIT_HEIGHT + 0.4, fill: ramp(map.stops, shade), class: "heat",
+                                       "data-map": map.key, "data-row": t + 1, "data-unit": maps.units[j],
+                                       "data-value": value }, inside);
+        element("title", {}, rect).textContent = `row ${t + 1}, unit ${maps.units[j]}: ${map.title} ${value}`;
+      }));
+      const flat = values.flat();
+      ranges.push(`${map.title} from ${Math.min(...flat)} to ${Math.max(...flat)}`);
+    }
+    element("rect", { x: left, y: top, width: width - left - right, height: bottom - top, fill: "none",
+                      stroke: "#9aa3b2", "stroke-width": 0.6 }, inside);
+    cursorOver(inside, top, bottom);
+  });
+  rowTicks(inside, x, height - 16);
+  element("text", { x: left + (width - left - right) / 2, y: height - 2, "text-anchor": "middle", class: "title" },
+          inside).textContent = "rows read (top to bottom)";
+  inside.setAttribute("aria-label", maps
+    ? `the forget gate, input gate and cell state after each of the ${ROWS} rows, for the ${lines} units of layer ` +
+      `${maps.layer + 1} (the top one) whose memory changes most (units ${maps.units.join(", ")}): ${ranges.join("; ")}`
+    : "the top layer's gates and cell state after each row read: no digit yet");
+}
+
+// One bar per row: how much the answer's probability falls when that row is blanked (below 0: it rises).
+function drawImportance() {
+  const reading = state.reading;
+  const width = importance.clientWidth || 600;
+  const { left, right, cell, x } = columnsOf(width);
+  const height = 150;
+  const [top, bottom] = [22, height - 36];
+  importance.dataset.width = width;
+  importance.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  importance.setAttribute("height", height);
+  importance.replaceChildren();
+  const values = reading ? reading.importance : [];
+  const high = Math.max(...values, 1e-6); // (to scale: the ticks say how little a sure model may care for a row)
+  const low = Math.min(...values, 0);
+  const y = (v) => top + ((high - v) / (high - low)) * (bottom - top);
+  const k = reading ? reading.answer : "the answer";
+  element("text", { x: left, y: 12, class: "title" }, importance).textContent = width < 520
+    ? `how much p(${k}) falls without the row` : `row importance: how much p(${k}) falls when that row is blanked`;
+  const label = element("text", { x: 10, y: (top + bottom) / 2, "text-anchor": "middle", class: "title",
+                                   transform: `rotate(-90 10 ${(top + bottom) / 2})` }, importance);
+  label.textContent = "fall of p";
+  for (const v of y(low) - y(0) >= 12 ? [high, 0, low] : [high, 0]) { // (no label of a low too near 0 to read)
+    element("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), stroke: v === 0 ? "#5d6778" : "#d5d9e0",
+                      "stroke-width": v === 0 ? 1 : 0.6 }, importance);
+    element("text", { x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "tick" }, importance).textContent =
+      precisePercent(v);
+  }
+  values.forEach((v, t) => { // in the answer's colour; outlined below 0 (any fill could be some digit's colour)
+    const colour = COLOURS[reading.answer];
+    const bar = element("rect", { x: x(t + 1) - 0.35 * cell, y: Math.min(y(v), y(0)), width: 0.7 * cell,
+                                  height: Math.abs(y(v) - y(0)), fill: v >= 0 ? colour : "#fff", stroke: colour,
+                                  "stroke-width": v >= 0 ? 0 : 1, class: "bar", "data-row": t + 1, "data-value": v },
+                          importance);
+    element("title", {}, bar).textContent =
+      `row ${t + 1} blanked: p(${k}) ${v >= 0 ? "falls" : "rises"} by ${precisePercent(Math.abs(v))}`;
+  });
+  cursorOver(importance, top, bottom);
+  rowTicks(importance, x, bottom + 16);
+  element("text", { x: left + (width - left - right) / 2, y: height - 4, "text-anchor": "middle", class: "title" },
+          importance).textContent = "row blanked";
+  let text = "how much each row matters to the answer: no digit yet";
+  if (reading) {
+    const [[v1, r1], [v2, r2], [v3, r3]] = values.map((v, t) => [v, t + 1]).sort((a, b) => b[0] - a[0]);
+    text = `how much each row matters to the answer ${k}: blanking row ${r1} lowers its probability most, by ` +
+      `${precisePercent(v1)}, then row ${r2} (${precisePercent(v2)}) and row ${r3} (${precisePercent(v3)})`;
+  }
+  importance.setAttribute("aria-label", text);
+}
 
 // ---------------------------------------------------------------- the cursor's controls
 
@@ -423,5 +613,8 @@ fetch("/api/about")
     const digits = about.test_digits ? `${about.test_digits.toLocaleString("en")} official test digits` : "no test digits";
     $("about").textContent = `${about.model || "LSTM"} (${about.source || "?"}) · ${digits}`;
     if (about.test_digits_unavailable) $("random").title = about.test_digits_unavailable;
+    state.noGates = about.cell_unavailable;
+    drawInside();
+    moveChartCursor();
   })
   .catch(() => {});
