@@ -1,7 +1,8 @@
 """Any picture of a digit -> a 28x28 image in MNIST's convention (white on black, scaled to fit a 20x20 box,
-centred by its centre of mass), so the model can read it: grey levels, ink told from background (Otsu), dark
-background, background level removed and contrast stretched, cropped to the digit, scaled to 20 pixels on its
-longer side, centred by mass."""
+centred by its centre of mass), so the model can read it: grey levels, dark background, uneven light evened out,
+ink told from background (Otsu), background level removed and contrast stretched, cropped to the digit, strokes
+brought to MNIST's width and sharpness where far from them, scaled to 20 pixels on its longer side, centred by
+mass. How each step pays on pictures made from MNIST's test digits: docs/pictures.md."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from mnist_lstm.errors import UserError
 
 SIZE = 28  # the MNIST field
 BOX = 20  # the digit's longer side in MNIST
+HI = 4  # strokes are measured and thinned or thickened at 4 times the box's scale, finely enough
+# MNIST's strokes at the box's scale, as with_mnist_strokes measures its training digits: width's 5th and 95th
+# percentiles (a pen outside is brought to the nearer), blur's 95th percentile (beyond: sharpened).
+STROKE, BLUR = (1.3, 3.1), 1.8
 MAX_PIXELS = 40_000_000  # 40 megapixels: a photo of a digit needs far less, and a small file can claim far more
 
 
@@ -73,40 +78,91 @@ def digit_of(image: Image.Image) -> Tensor:
 
 def to_mnist(grey: Tensor) -> Tensor:
     """(H, W) grey levels in [0, 1], either polarity -> (28, 28) white digit on black, centred as MNIST's."""
-    # Ink and background told apart by Otsu's threshold over the whole picture, not by the border's level, which a
-    # digit cropped tight touches. The background is the class of the corners, which a digit seldom fills (a tight
-    # crop's included); with two corners each way, the larger class.
-    threshold = otsu_threshold(grey)
-    ink = grey > threshold
+    # The background is the class of the corners, which a digit seldom fills (a tight crop's included), told from
+    # the ink by the middle of the picture's range: the ink is its far end, however unevenly the page is lit (Otsu's
+    # threshold over the whole picture splits a shadow from the light instead). With two corners each way: the
+    # larger class.
+    smooth = F.avg_pool2d(grey[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]  # (noise)
+    middle = float(smooth.min() + smooth.max()) / 2
     k = max(1, min(grey.shape) // 8)
     corners = torch.stack(
         [grey[:k, :k].median(), grey[:k, -k:].median(), grey[-k:, :k].median(), grey[-k:, -k:].median()]
     )
-    light = int((corners > threshold).sum())
-    if light > 2 or (light == 2 and ink.float().mean() > 0.5):  # dark ink on a light background: MNIST's is white
-        grey, ink = 1.0 - grey, ~ink
+    light = int((corners > middle).sum())
+    if light > 2 or (light == 2 and (grey > middle).float().mean() > 0.5):  # dark ink on light: MNIST's is white
+        grey = 1.0 - grey
+    # Uneven light: the paper black all over, and the ink's contrast, which the light scales, made even (over the
+    # range left above the paper: for dark ink on paper, 1 - level is the light falling there).
+    level = paper_level(grey)
+    grey = ((grey - level) / (1.0 - level).clamp(min=0.1)).clamp(0.0, 1.0)
+    # Ink and background told apart by Otsu's threshold, not by the border's level, which a tight crop touches.
+    ink = grey > otsu_threshold(grey)
     background = grey[~ink] if bool((~ink).any()) else grey.flatten()
     # Paper and its noise (grain, JPEG) are black: up to 3 robust standard deviations above the background's median.
     median = background.median()
     digit = (grey - median - 3 * 1.4826 * (background - median).abs().median()).clamp(min=0.0)
     if digit.max() < 0.1:
         raise UserError("no digit found: the image is blank (a single colour); pass a picture of one digit")
-    digit = digit / digit.max()
-
-    rows, cols = (digit > 0).nonzero().unbind(dim=1)  # cropped to the digit
-    digit = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-
-    height, width = digit.shape
-    scale = BOX / max(height, width)
-    if scale != 1.0:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        digit = F.interpolate(digit[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
-        digit = (digit / digit.max()).clamp(0.0, 1.0)
-
+    digit = cropped(digit / digit.max())
+    if max(digit.shape) != BOX:  # (a picture at MNIST's own scale, one of its digits, is taken as it is)
+        digit = resized(with_mnist_strokes(digit), BOX)
     field = digit.new_zeros(SIZE, SIZE)
     top, left = (_offset(digit, dim) for dim in (0, 1))
     field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return field
+
+
+def paper_level(grey: Tensor) -> Tensor:
+    """The background's level at each pixel of a white-on-black picture, which light falling off across a page
+    makes uneven: a grey opening (the least within a window half the picture's size, then the greatest of those),
+    which no stroke or loop survives, smoothed; computed at most 64 pixels wide (light varies slowly)."""
+    small = F.interpolate(grey[None, None], scale_factor=min(1.0, 64 / max(grey.shape)), mode="area")
+    window = max(3, max(small.shape) // 2 | 1)
+    level = F.max_pool2d(-F.max_pool2d(-small, window, 1, window // 2), window, 1, window // 2)
+    level = F.avg_pool2d(level, window, 1, window // 2, count_include_pad=False)
+    return F.interpolate(level, size=grey.shape, mode="bilinear", align_corners=False)[0, 0]
+
+
+def with_mnist_strokes(digit: Tensor) -> Tensor:
+    """The digit (cropped, white on black) with strokes as wide and as sharp as MNIST's where they are far from
+    them (a felt pen's or a ballpoint's, a blurred or small scan's): measured at four times the 20-pixel box's scale
+    and mended there. As it is where its strokes are MNIST-like already."""
+    pad = 3 * HI
+    large = F.pad(resized(digit, HI * BOX), (pad,) * 4)  # (room for strokes to grow)
+    ink = large > 0.5
+    width = stroke_width(ink) / HI
+    blur = float((large > 0.1).sum() / ink.sum())  # how far the grey spreads beyond the strokes' half level
+    if STROKE[0] <= width <= STROKE[1] and blur <= BLUR:
+        return digit
+    if blur > BLUR:  # edges steepened about the half level (which keeps the strokes' width)
+        large = ((large - 0.2) / 0.6).clamp(0.0, 1.0)
+    if STROKE[0] <= width <= STROKE[1]:
+        return large[pad:-pad, pad:-pad]  # (sharpened only: in the digit's own box, however faint its edges now)
+    target = min(max(width, STROKE[0]), STROKE[1])  # the nearest of MNIST's widths: the least change
+    k = 2 * round(abs(width - target) / 2 * HI) + 1  # a (k, k) window grows or thins a stroke by k - 1
+    sign = 1.0 if width < STROKE[0] else -1.0  # dilated: the greatest within the window; eroded: the least
+    return cropped(sign * F.max_pool2d(sign * large[None], k, 1, k // 2)[0])
+
+
+def stroke_width(ink: Tensor) -> float:
+    """The mean width of the strokes of an (H, W) ink mask, in pixels: its area over half its boundary's length (a
+    stroke of width w and length L covers w * L pixels, and 2 * L on its two edges)."""
+    inner = -F.max_pool2d(-ink[None].float(), 3, 1, 1)[0] > 0.5  # (eroded by one pixel)
+    return float(2 * ink.sum() / (ink & ~inner).sum().clamp(min=1))
+
+
+def cropped(digit: Tensor) -> Tensor:
+    """The (H, W) image cut to its non-zero pixels."""
+    rows, cols = (digit > 0).nonzero().unbind(dim=1)
+    return digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def resized(digit: Tensor, box: int) -> Tensor:
+    """The (H, W) image scaled so that its longer side is `box` pixels (antialiased), its maximum 1."""
+    scale = box / max(digit.shape)
+    size = (max(1, round(digit.shape[0] * scale)), max(1, round(digit.shape[1] * scale)))
+    digit = F.interpolate(digit[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    return (digit / digit.max()).clamp(0.0, 1.0)
 
 
 def otsu_threshold(grey: Tensor, bins: int = 256) -> float:
