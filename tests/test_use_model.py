@@ -137,8 +137,8 @@ def test_a_digit_cropped_tight_is_read_as_the_model_reads_the_original(
 
 
 def test_digits_cropped_tight_are_found(mnist_dir: Path) -> None:
-    """The first 200 test digits cut to their strokes: all but a few of the thinnest (a 1 a few pixels wide is as
-    much ink as paper) are found, and come out as MNIST's own digit, near enough (196 and 193 of 200 when written)."""
+    """The first 200 test digits cut to their strokes: all but a few are found (a 1 a few pixels wide is more ink
+    than paper: its other polarity is tried), and nearly all come out as MNIST's own digit, near enough."""
     images = load_mnist(mnist_dir, train=False)[0][:200]
     found = []
     for image in images:
@@ -146,7 +146,7 @@ def test_digits_cropped_tight_are_found(mnist_dir: Path) -> None:
         with contextlib.suppress(UserError):
             digit = to_mnist(grey)
             found.append(torch.nn.functional.cosine_similarity(digit.flatten(), image.flatten(), dim=0) > 0.8)
-    assert len(found) >= 194 and sum(found) >= 0.97 * len(found)
+    assert len(found) >= 194 and sum(found) >= 0.95 * len(images)
 
 
 def test_bad_inputs_end_in_one_line_and_touch_nothing(tiny_run: tuple[Path, str], tmp_path: Path) -> None:

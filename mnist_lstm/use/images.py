@@ -35,6 +35,13 @@ class TooManyPixels(UserError):
     """An image over MAX_PIXELS, refused from its header (the demo answers 413)."""
 
 
+class NoDigit(UserError):
+    """A picture with no digit in it: one colour, or paper alone."""
+
+
+BLANK = "no digit found: the image is blank (one colour, or paper alone); pass a picture of one digit"
+
+
 def decode_image(data: bytes | BinaryIO) -> Image.Image:
     """An image file, in memory (an upload, a drawing) or open, decoded fully (refused from its header if over
     MAX_PIXELS), or a UserError."""
@@ -78,33 +85,26 @@ def digit_of(image: Image.Image) -> Tensor:
 
 def to_mnist(grey: Tensor) -> Tensor:
     """(H, W) grey levels in [0, 1], either polarity -> (28, 28) white digit on black, centred as MNIST's."""
+    smooth = F.avg_pool2d(grey[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]  # (noise)
+    if float(smooth.max() - smooth.min()) < 0.1:  # (a page's grain alone, however it were stretched, is no digit)
+        raise NoDigit(BLANK)
     # The background is the class of the corners, which a digit seldom fills (a tight crop's included), told from
     # the ink by the middle of the picture's range: the ink is its far end, however unevenly the page is lit (Otsu's
     # threshold over the whole picture splits a shadow from the light instead). With two corners each way: the
     # larger class.
-    smooth = F.avg_pool2d(grey[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]  # (noise)
     middle = float(smooth.min() + smooth.max()) / 2
     k = max(1, min(grey.shape) // 8)
     corners = torch.stack(
         [grey[:k, :k].median(), grey[:k, -k:].median(), grey[-k:, :k].median(), grey[-k:, -k:].median()]
     )
     light = int((corners > middle).sum())
-    if light > 2 or (light == 2 and (grey > middle).float().mean() > 0.5):  # dark ink on light: MNIST's is white
-        grey = 1.0 - grey
-    # Uneven light: the paper black all over, and the ink's contrast, which the light scales, made even (over the
-    # range left above the paper: for dark ink on paper, 1 - level is the light falling there).
-    level = paper_level(grey)
-    grey = ((grey - level) / (1.0 - level).clamp(min=0.1)).clamp(0.0, 1.0)
-    # Ink and background told apart by Otsu's threshold, not by the border's level, which a tight crop touches.
-    ink = grey > otsu_threshold(grey)
-    background = grey[~ink] if bool((~ink).any()) else grey.flatten()
-    # Paper and its noise (grain, JPEG) are black: up to 3 robust standard deviations above the background's median.
-    median = background.median()
-    digit = (grey - median - 3 * 1.4826 * (background - median).abs().median()).clamp(min=0.0)
-    if digit.max() < 0.1:
-        raise UserError("no digit found: the image is blank (a single colour); pass a picture of one digit")
-    digit = cropped(digit / digit.max())
-    if max(digit.shape) != BOX:  # (a picture at MNIST's own scale, one of its digits, is taken as it is)
+    dark_ink = light > 2 or (light == 2 and (grey > middle).float().mean() > 0.5)  # MNIST's ink is white
+    try:
+        digit = white_digit(1.0 - grey if dark_ink else grey)
+    except NoDigit:  # a tight crop of a thick stroke can be more ink than paper, its corners too: the other way
+        digit = white_digit(grey if dark_ink else 1.0 - grey)
+    # A picture in MNIST's own layout (28 x 28, the digit's longer side the box's) is taken as it is.
+    if grey.shape != (SIZE, SIZE) or max(digit.shape) != BOX:
         digit = resized(with_mnist_strokes(digit), BOX)
     field = digit.new_zeros(SIZE, SIZE)
     top, left = (_offset(digit, dim) for dim in (0, 1))
@@ -112,14 +112,48 @@ def to_mnist(grey: Tensor) -> Tensor:
     return field
 
 
+def white_digit(grey: Tensor) -> Tensor:
+    """A picture of light ink on darker paper -> the ink alone, white on black, in [0, 1], cropped to it."""
+    # Uneven light: the paper black all over, and the ink's contrast, which the light scales, made even (over the
+    # range left above the paper: for dark ink on paper, 1 - level is the light falling there).
+    level = paper_level(grey)
+    above = grey - level
+    # Ink stands out from the paper by more than the estimate can miss, a part of the shadow's depth: else it is a
+    # shadow alone.
+    if above.max() < 0.1 + (level.max() - level.min()) / 4:
+        raise NoDigit(BLANK)
+    grey = (above / (1.0 - level).clamp(min=0.1)).clamp(0.0, 1.0)
+    # Ink and background told apart by Otsu's threshold, not by the border's level, which a tight crop touches.
+    ink = grey > otsu_threshold(grey)
+    background = grey[~ink] if bool((~ink).any()) else grey.flatten()
+    # Paper and its noise (grain, JPEG) are black: up to 3 robust standard deviations above the background's median.
+    median = background.median()
+    digit = (grey - median - 3 * 1.4826 * (background - median).abs().median()).clamp(min=0.0)
+    if digit.max() < 0.1:
+        raise NoDigit(BLANK)
+    return cropped(digit / digit.max())
+
+
 def paper_level(grey: Tensor) -> Tensor:
     """The background's level at each pixel of a white-on-black picture, which light falling off across a page
     makes uneven: a grey opening (the least within a window half the picture's size, then the greatest of those),
-    which no stroke or loop survives, smoothed; computed at most 64 pixels wide (light varies slowly)."""
-    small = F.interpolate(grey[None, None], scale_factor=min(1.0, 64 / max(grey.shape)), mode="area")
+    which no stroke or loop survives, smoothed; computed at most 64 pixels wide (light varies slowly). Where the
+    light rises to the picture's edge, the rise is a peak narrower than the window there, which the opening cuts: a
+    plane fitted to the paper (the pixels the opening kept) carries the light out to the edges."""
+    scale = min(1.0, 64 / max(grey.shape))
+    size = [max(1, round(side * scale)) for side in grey.shape]  # (a picture 100 times longer than wide too)
+    small = F.interpolate(grey[None, None], size=size, mode="area")
     window = max(3, max(small.shape) // 2 | 1)
     level = F.max_pool2d(-F.max_pool2d(-small, window, 1, window // 2), window, 1, window // 2)
     level = F.avg_pool2d(level, window, 1, window // 2, count_include_pad=False)
+    h, w = small.shape[-2:]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    basis = torch.stack([torch.ones_like(xs), xs, ys], dim=-1).reshape(-1, 3)
+    paper = ((small - level).abs() < 0.05).reshape(-1)
+    if int(paper.sum()) >= 0.25 * h * w:  # (a tight crop, mostly ink, has too little paper to fit)
+        plane = (basis @ torch.linalg.lstsq(basis[paper], small.reshape(-1, 1)[paper]).solution).reshape(1, 1, h, w)
+        if float(plane.max() - plane.min()) > 0.05:  # (evenly lit paper, MNIST's black included, is left as it is)
+            level = torch.maximum(level, plane)
     return F.interpolate(level, size=grey.shape, mode="bilinear", align_corners=False)[0, 0]
 
 

@@ -437,7 +437,8 @@ const inside = $("inside");
 const importance = $("importance");
 const sentence = (text) => `${text[0].toUpperCase()}${text.slice(1)}${text.endsWith(".") ? "" : "."}`;
 // A probability, or a change of one, in percent to 2 significant digits: a row may change it by 0.001%.
-const precisePercent = (p) => `${Number((100 * p).toPrecision(2))}%`;
+// Two significant digits, never in exponent notation (a sure model cares 1e-7 for a row).
+const precisePercent = (p) => `${(100 * p).toLocaleString("en", { maximumSignificantDigits: 2 })}%`;
 const signed = (v, digits) => `${v > 0 ? "+" : v < 0 ? "−" : ""}${Math.abs(v).toFixed(digits)}`;
 
 // The colour at t in [0, 1] along `stops`, linearly between them.
