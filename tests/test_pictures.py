@@ -22,14 +22,12 @@ from mnist_lstm.demo.app import DigitReader, OfficialDigits, create_app
 from mnist_lstm.use.figures import per_row_probabilities
 from mnist_lstm.use.images import (
     BLUR,
-    BOX,
-    HI,
     STROKE,
     NoDigit,
     cropped,
+    enlarged,
     paper_level,
-    resized,
-    stroke_width,
+    strokes,
     to_mnist,
 )
 from tests.helpers import run_script, thick_pen_on_paper, tight_crop_on_paper
@@ -46,11 +44,9 @@ def ballpoint_on_paper(image: torch.Tensor) -> torch.Tensor:
     return 1 - (-F.max_pool2d(-large, 7, stride=1, padding=3))[0, 0]
 
 
-def strokes(field: torch.Tensor) -> tuple[float, float]:
+def measured(field: torch.Tensor) -> tuple[float, float]:
     """(width, blur) of a (28, 28) digit's strokes, measured as the preparation measures them."""
-    large = F.pad(resized(cropped(field), HI * BOX), (HI * 3,) * 4)
-    ink = large > 0.5
-    return stroke_width(ink) / HI, float((large > 0.1).sum() / ink.sum())
+    return strokes(enlarged(cropped(field)))
 
 
 @pytest.fixture(scope="module")
@@ -131,15 +127,15 @@ def test_a_felt_pen_and_a_ballpoint_are_brought_to_mnist_stroke_width(test_digit
     a little above it); test_a_thick_digit_unmended_is_far_thicker_than_mnist shows how far they start."""
     thick, thin = [], []
     for image in test_digits[0][:30]:
-        thick.append(strokes(to_mnist(grey_of(thick_pen_on_paper(image))))[0])
-        thin.append(strokes(to_mnist(ballpoint_on_paper(image)))[0])
+        thick.append(measured(to_mnist(grey_of(thick_pen_on_paper(image))))[0])
+        thin.append(measured(to_mnist(ballpoint_on_paper(image)))[0])
     assert sorted(thick)[15] <= STROKE[1] + 0.4, thick
     assert sorted(thin)[15] >= STROKE[0] - 0.2 and min(thin) >= STROKE[0] - 0.5, thin
 
 
 def test_a_thick_digit_unmended_is_far_thicker_than_mnist(test_digits) -> None:
     """(What the test above guards against: the felt pen's strokes, as drawn, are far outside MNIST's range.)"""
-    widths = [strokes(F.max_pool2d(image[None, None], 3, 1, 1)[0, 0])[0] for image in test_digits[0][:30]]
+    widths = [measured(F.max_pool2d(image[None, None], 3, 1, 1)[0, 0])[0] for image in test_digits[0][:30]]
     assert sorted(widths)[len(widths) // 2] > STROKE[1]
 
 
@@ -150,8 +146,8 @@ def test_a_blurred_digit_is_sharpened(test_digits) -> None:
     for image in test_digits[0][:30]:
         picture = Image.fromarray((255 * image).round().byte().numpy(), "L").resize((140, 140), Image.BILINEAR)
         blurred = grey_of(picture.filter(ImageFilter.GaussianBlur(6)))
-        blur.append(strokes(to_mnist(blurred))[1])
-        before.append(strokes(blurred)[1])
+        blur.append(measured(to_mnist(blurred))[1])
+        before.append(measured(blurred)[1])
     assert sum(b < a for a, b in zip(before, blur, strict=True)) >= 27
     assert sorted(blur)[15] <= BLUR + 0.1 < sorted(before)[15]
 

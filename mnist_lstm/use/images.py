@@ -21,6 +21,7 @@ from mnist_lstm.errors import UserError
 SIZE = 28  # the MNIST field
 BOX = 20  # the digit's longer side in MNIST
 HI = 4  # strokes are measured and thinned or thickened at 4 times the box's scale, finely enough
+PAD = 3 * HI  # the room around an enlarged digit for its strokes to grow
 # MNIST's strokes at the box's scale, as with_mnist_strokes measures its training digits: width's 5th and 95th
 # percentiles (a pen outside is brought to the nearer), blur's 95th percentile (beyond: sharpened).
 STROKE, BLUR = (1.3, 3.1), 1.8
@@ -161,28 +162,33 @@ def with_mnist_strokes(digit: Tensor) -> Tensor:
     """The digit (cropped, white on black) with strokes as wide and as sharp as MNIST's where they are far from
     them (a felt pen's or a ballpoint's, a blurred or small scan's): measured at four times the 20-pixel box's scale
     and mended there. As it is where its strokes are MNIST-like already."""
-    pad = 3 * HI
-    large = F.pad(resized(digit, HI * BOX), (pad,) * 4)  # (room for strokes to grow)
-    ink = large > 0.5
-    width = stroke_width(ink) / HI
-    blur = float((large > 0.1).sum() / ink.sum())  # how far the grey spreads beyond the strokes' half level
+    large = enlarged(digit)
+    width, blur = strokes(large)
     if STROKE[0] <= width <= STROKE[1] and blur <= BLUR:
         return digit
     if blur > BLUR:  # edges steepened about the half level (which keeps the strokes' width)
         large = ((large - 0.2) / 0.6).clamp(0.0, 1.0)
     if STROKE[0] <= width <= STROKE[1]:
-        return large[pad:-pad, pad:-pad]  # (sharpened only: in the digit's own box, however faint its edges now)
+        return large[PAD:-PAD, PAD:-PAD]  # (sharpened only: in the digit's own box, however faint its edges now)
     target = min(max(width, STROKE[0]), STROKE[1])  # the nearest of MNIST's widths: the least change
     k = 2 * round(abs(width - target) / 2 * HI) + 1  # a (k, k) window grows or thins a stroke by k - 1
     sign = 1.0 if width < STROKE[0] else -1.0  # dilated: the greatest within the window; eroded: the least
     return cropped(sign * F.max_pool2d(sign * large[None], k, 1, k // 2)[0])
 
 
-def stroke_width(ink: Tensor) -> float:
-    """The mean width of the strokes of an (H, W) ink mask, in pixels: its area over half its boundary's length (a
-    stroke of width w and length L covers w * L pixels, and 2 * L on its two edges)."""
+def enlarged(digit: Tensor) -> Tensor:
+    """The cropped digit at HI times the box's scale, with PAD pixels of room around it for its strokes to grow."""
+    return F.pad(resized(digit, HI * BOX), (PAD,) * 4)
+
+
+def strokes(large: Tensor) -> tuple[float, float]:
+    """(width, blur) of an enlarged digit's strokes, in pixels of the 20-pixel box. The width: the ink's area over
+    half its boundary's length (a stroke of width w and length L covers w * L pixels, and 2 * L on its two edges);
+    the blur: how far the grey spreads beyond the strokes' half level."""
+    ink = large > 0.5
     inner = -F.max_pool2d(-ink[None].float(), 3, 1, 1)[0] > 0.5  # (eroded by one pixel)
-    return float(2 * ink.sum() / (ink & ~inner).sum().clamp(min=1))
+    width = float(2 * ink.sum() / (ink & ~inner).sum().clamp(min=1)) / HI
+    return width, float((large > 0.1).sum() / ink.sum())
 
 
 def cropped(digit: Tensor) -> Tensor:
