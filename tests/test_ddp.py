@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -24,6 +25,7 @@ def test_ddp_configs() -> None:
     assert trainer.strategy.root_device.type == "cpu"
 
 
+@pytest.mark.slow  # two processes start Lightning and gloo: the default suite keeps the configs' test
 def test_two_process_ddp_run(mnist_dir: Path, tmp_path: Path) -> None:
     runs, cwd = tmp_path / "runs", tmp_path / "cwd"
     cwd.mkdir()
