@@ -648,7 +648,7 @@ def test_bad_files_get_a_message_on_the_page(browser: object, server: str) -> No
         expect(message).to_contain_text("Read a random test digit: the model answers")
 
 
-@pytest.mark.slow  # an ONNX export of its own (about 15 s)
+@pytest.mark.slow  # it makes an ONNX export of its own
 def test_an_onnx_model_shows_the_rows_importance_and_says_why_no_gates(
     browser: object, ckpt: Path, model: torch.nn.Module, mnist_dir: Path, test_set: tuple, tmp_path: Path
 ) -> None:

@@ -144,7 +144,7 @@ def test_without_onnxruntime_one_line_says_what_to_install(
         OnnxModel(exported[1])
 
 
-@pytest.mark.slow  # a second export through the real CLI (about 18 s)
+@pytest.mark.slow  # a second export through the real CLI
 def test_an_export_without_per_row_logits_still_predicts(exported: tuple[Path, Path], tmp_path: Path) -> None:
     ckpt, _ = exported
     result = run_script("export.py", f"ckpt_path={ckpt}", f"out={tmp_path}", "per_row=false")
